@@ -1,0 +1,78 @@
+package messenger
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Meta's error codes and subcodes that threadctl acts on
+// (reference/meta-handover-protocol.md §8).
+const (
+	CodeTransient     = 2
+	CodeAppRateLimit  = 4
+	CodePermission    = 10
+	CodeInvalidParam  = 100
+	CodeInvalidToken  = 190
+	CodeRateLimit     = 613
+	SubcodeNotOwner   = 2534037 // with code 100: "not the thread owner"
+	SubcodeSendDenied = 2018300 // with code 10: "another app is controlling this thread"
+	SubcodeLeadgen    = 2018321 // with code 10: an automated flow owns the thread
+)
+
+// Error is an error answered by the Graph API: Meta's envelope
+// {"error":{"message","type","code","error_subcode","fbtrace_id"}} together
+// with the HTTP status it came with.
+type Error struct {
+	HTTPStatus  int    `json:"-"`
+	Message     string `json:"message"`
+	Type        string `json:"type"`
+	Code        int    `json:"code"`
+	Subcode     int    `json:"error_subcode"`
+	IsTransient bool   `json:"is_transient"`
+	FBTraceID   string `json:"fbtrace_id"`
+}
+
+func (e *Error) Error() string {
+	s := fmt.Sprintf("graph api: HTTP %d, code %d", e.HTTPStatus, e.Code)
+	if e.Subcode != 0 {
+		s += fmt.Sprintf("/%d", e.Subcode)
+	}
+	s += ": " + e.Message
+	if e.FBTraceID != "" {
+		s += " (fbtrace_id " + e.FBTraceID + ")"
+	}
+	return s
+}
+
+// NotThreadOwner reports whether Meta refused the call because another app
+// controls the thread: 10/2018300, 10/2018321 or 100/2534037.
+func (e *Error) NotThreadOwner() bool {
+	switch {
+	case e.Code == CodePermission && (e.Subcode == SubcodeSendDenied || e.Subcode == SubcodeLeadgen):
+		return true
+	case e.Code == CodeInvalidParam && e.Subcode == SubcodeNotOwner:
+		return true
+	}
+	return false
+}
+
+// RateLimited reports whether Meta refused the call for rate limiting (613 or 4).
+func (e *Error) RateLimited() bool { return e.Code == CodeRateLimit || e.Code == CodeAppRateLimit }
+
+// retryable reports whether the same call may succeed if sent again: server
+// errors, Meta's transient errors and rate limiting; never other 4xx.
+func (e *Error) retryable() bool {
+	return e.HTTPStatus >= 500 || e.IsTransient || e.Code == CodeTransient || e.RateLimited()
+}
+
+// IsNotThreadOwner reports whether err is Meta saying another app owns the thread.
+func IsNotThreadOwner(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.NotThreadOwner()
+}
+
+// IsRateLimited reports whether err is Meta's rate limiting.
+func IsRateLimited(err error) bool {
+	var e *Error
+	return errors.As(err, &e) && e.RateLimited()
+}
