@@ -1,0 +1,86 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/threadctl/threadctl/states"
+)
+
+// Store errors.
+var (
+	ErrNotFound = errors.New("not found")
+	// ErrConflict is returned by a commit whose thread changed since it was
+	// read: its revision is no longer the expected one.
+	ErrConflict = errors.New("the thread changed since it was read")
+	// ErrAmbiguous is returned for an identity found on more than one page.
+	ErrAmbiguous = errors.New("identity is known on several pages")
+)
+
+// Store is the engine's storage, in domain terms. The engine serialises work
+// per thread; Store makes each Commit atomic and durable before it returns,
+// and refuses one whose expected revision is stale, so that several engine
+// instances could share a store. Only a bbolt implementation exists.
+type Store interface {
+	Pages(ctx context.Context) ([]Page, error)
+	PutPage(ctx context.Context, p Page) error
+
+	Thread(ctx context.Context, key ThreadKey) (Thread, error)
+	// FindIdentity returns the thread of a customer (identity_foreign_id).
+	FindIdentity(ctx context.Context, psid string) (ThreadKey, error)
+	Commit(ctx context.Context, c *Commit) error
+
+	// PutIntent makes a Graph call durable before it is made; it fails with
+	// ErrConflict unless the thread is still at intent.Revision.
+	PutIntent(ctx context.Context, in Intent) error
+	Intents(ctx context.Context) ([]Intent, error)
+	Timers(ctx context.Context) ([]Timer, error)
+
+	// History returns up to limit entries with revisions below before (0: the
+	// newest), newest first.
+	History(ctx context.Context, key ThreadKey, before uint64, limit int) ([]HistoryEntry, error)
+	ListThreads(ctx context.Context, f ListFilter) (threads []Thread, next string, err error)
+	StateCounts(ctx context.Context) (map[states.State]int, error)
+	// Queue returns the contents awaiting synchronisation on a thread, oldest first.
+	Queue(ctx context.Context, key ThreadKey) ([]Content, error)
+	Content(ctx context.Context, id string) (Content, error)
+	Intervention(ctx context.Context, id string) (Intervention, error)
+}
+
+// Commit is what one event (or one content synchronisation) changes,
+// committed atomically.
+type Commit struct {
+	// Thread is the new thread record; nil when the thread does not change.
+	// Its Revision must be Expect+len(History), and History the entries
+	// Expect+1 … Thread.Revision. Expect 0 creates the thread.
+	Thread  *Thread
+	Expect  uint64
+	History []HistoryEntry
+
+	ResolveIntent bool           // delete the thread's outstanding intent
+	Contents      []Content      // created or updated
+	Enqueue       []string       // content ids appended to the thread's queue
+	Dequeue       []string       // content ids removed from the queue
+	Interventions []Intervention // created or updated
+}
+
+// ListFilter selects threads for listing; empty fields match all.
+type ListFilter struct {
+	State  states.State
+	PageID string
+	After  string // the cursor returned by the previous page
+	Limit  int
+}
+
+// Clock is the engine's time source; tests inject a fake one.
+type Clock interface {
+	Now() time.Time
+	// After returns a channel that receives once d has passed.
+	After(d time.Duration) <-chan time.Time
+}
+
+type realClock struct{}
+
+func (realClock) Now() time.Time                         { return time.Now() }
+func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }

@@ -1,0 +1,522 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/binary"
+	"fmt"
+	"slices"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/threadctl/threadctl/engine"
+	"github.com/threadctl/threadctl/states"
+)
+
+func getThread(tx *bolt.Tx, k engine.ThreadKey) (engine.Thread, error) {
+	var t engine.Thread
+	raw := tx.Bucket(bThreads).Get(threadKey(k))
+	if raw == nil {
+		return t, engine.ErrNotFound
+	}
+	err := decode(raw, &t, func() int { return t.V }, "thread "+k.String())
+	return t, err
+}
+
+// Pages returns every page.
+func (s *DB) Pages(ctx context.Context) ([]engine.Page, error) {
+	var out []engine.Page
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bPages).ForEach(func(k, v []byte) error {
+			var p engine.Page
+			if err := decode(v, &p, func() int { return p.V }, "page "+string(k)); err != nil {
+				return err
+			}
+			out = append(out, p)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// PutPage creates or replaces a page.
+func (s *DB) PutPage(ctx context.Context, p engine.Page) error {
+	if p.ID == "" {
+		return fmt.Errorf("page has no id")
+	}
+	p.V = engine.FormatVersion
+	return s.update(ctx, noCheck, func(tx *bolt.Tx) error {
+		return putJSON(tx.Bucket(bPages), []byte(p.ID), p)
+	})
+}
+
+func noCheck(*bolt.Tx) error { return nil }
+
+// Thread returns a thread record.
+func (s *DB) Thread(ctx context.Context, key engine.ThreadKey) (engine.Thread, error) {
+	var t engine.Thread
+	err := s.view(func(tx *bolt.Tx) (err error) {
+		t, err = getThread(tx, key)
+		return err
+	})
+	return t, err
+}
+
+// FindIdentity returns the thread of a PSID.
+func (s *DB) FindIdentity(ctx context.Context, psid string) (engine.ThreadKey, error) {
+	var found []engine.ThreadKey
+	prefix := append([]byte(psid), 0)
+	err := s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bIdentities).Cursor()
+		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			found = append(found, engine.ThreadKey{PageID: string(k[len(prefix):]), PSID: psid})
+		}
+		return nil
+	})
+	switch {
+	case err != nil:
+		return engine.ThreadKey{}, err
+	case len(found) == 0:
+		return engine.ThreadKey{}, engine.ErrNotFound
+	case len(found) > 1:
+		return engine.ThreadKey{}, fmt.Errorf("%w: %s", engine.ErrAmbiguous, psid)
+	}
+	return found[0], nil
+}
+
+// Commit applies c atomically and durably (see engine.Commit).
+func (s *DB) Commit(ctx context.Context, c *engine.Commit) error {
+	if err := validateCommit(c); err != nil {
+		return err
+	}
+	var old *engine.Thread
+	check := func(tx *bolt.Tx) error {
+		old = nil
+		if c.Thread == nil {
+			return nil
+		}
+		cur, err := getThread(tx, c.Thread.Key())
+		switch {
+		case err == engine.ErrNotFound:
+			if c.Expect != 0 {
+				return fmt.Errorf("%w: thread %s does not exist", engine.ErrConflict, c.Thread.Key())
+			}
+			return nil
+		case err != nil:
+			return err
+		case cur.Revision != c.Expect:
+			return fmt.Errorf("%w: thread %s is at revision %d, not %d", engine.ErrConflict, c.Thread.Key(), cur.Revision, c.Expect)
+		}
+		old = &cur
+		return nil
+	}
+	apply := func(tx *bolt.Tx) error {
+		if c.Thread != nil {
+			if err := putThread(tx, old, c.Thread); err != nil {
+				return err
+			}
+			hb := tx.Bucket(bHistory)
+			for i := range c.History {
+				h := c.History[i]
+				h.V = engine.FormatVersion
+				if err := putJSON(hb, historyKey(c.Thread.Key(), h.Revision), h); err != nil {
+					return err
+				}
+			}
+		}
+		return applyRecords(tx, c)
+	}
+	return s.update(ctx, check, apply)
+}
+
+func validateCommit(c *engine.Commit) error {
+	if c.Thread == nil {
+		if len(c.History) > 0 || c.ResolveIntent || len(c.Enqueue) > 0 || len(c.Dequeue) > 0 {
+			return fmt.Errorf("store: commit without a thread may only write contents and interventions")
+		}
+		return validQueueOwners(c)
+	}
+	if err := validKey(c.Thread.Key()); err != nil {
+		return err
+	}
+	if _, err := states.ParseState(string(c.Thread.State)); err != nil {
+		return fmt.Errorf("store: %w", err)
+	}
+	if len(c.History) == 0 {
+		return fmt.Errorf("store: a thread changes only with a history entry")
+	}
+	if c.Thread.Revision != c.Expect+uint64(len(c.History)) {
+		return fmt.Errorf("store: thread revision %d is not %d + %d history entries", c.Thread.Revision, c.Expect, len(c.History))
+	}
+	for i, h := range c.History {
+		if h.Revision != c.Expect+uint64(i)+1 {
+			return fmt.Errorf("store: history entry %d has revision %d, want %d", i, h.Revision, c.Expect+uint64(i)+1)
+		}
+	}
+	if n := len(c.History); n > 0 && c.History[n-1].To != c.Thread.State {
+		return fmt.Errorf("store: last history entry ends in %s, thread is %s", c.History[n-1].To, c.Thread.State)
+	}
+	return validQueueOwners(c)
+}
+
+func validQueueOwners(c *engine.Commit) error {
+	for _, ct := range c.Contents {
+		if ct.ID == "" {
+			return fmt.Errorf("store: content without id")
+		}
+	}
+	for _, iv := range c.Interventions {
+		if iv.ID == "" {
+			return fmt.Errorf("store: intervention without id")
+		}
+	}
+	return nil
+}
+
+// putThread writes a thread and keeps its indexes (identity, state, counts,
+// timers) in step with the previous record old (nil for a new thread).
+func putThread(tx *bolt.Tx, old, t *engine.Thread) error {
+	k := t.Key()
+	t.V = engine.FormatVersion
+	if err := putJSON(tx.Bucket(bThreads), threadKey(k), t); err != nil {
+		return err
+	}
+	byState := tx.Bucket(bByState)
+	if old == nil {
+		if err := tx.Bucket(bIdentities).Put(identityKey(k), nil); err != nil {
+			return err
+		}
+	}
+	if old == nil || old.State != t.State {
+		if old != nil {
+			if err := byState.Delete(stateKey(old.State, k)); err != nil {
+				return err
+			}
+			if err := addCount(tx, old.State, -1); err != nil {
+				return err
+			}
+		}
+		if err := byState.Put(stateKey(t.State, k), nil); err != nil {
+			return err
+		}
+		if err := addCount(tx, t.State, 1); err != nil {
+			return err
+		}
+	}
+	return syncTimers(tx.Bucket(bTimers), old, t)
+}
+
+// syncTimers replaces the timer index entries of old by those of t.
+func syncTimers(b *bolt.Bucket, old, t *engine.Thread) error {
+	var before [][]byte
+	if old != nil {
+		for _, tm := range old.Timers() {
+			before = append(before, timerKey(tm))
+		}
+	}
+	var after [][]byte
+	for _, tm := range t.Timers() {
+		after = append(after, timerKey(tm))
+	}
+	for _, k := range before {
+		if !slices.ContainsFunc(after, func(a []byte) bool { return bytes.Equal(a, k) }) {
+			if err := b.Delete(k); err != nil {
+				return err
+			}
+		}
+	}
+	for _, k := range after {
+		if !slices.ContainsFunc(before, func(a []byte) bool { return bytes.Equal(a, k) }) {
+			if err := b.Put(k, nil); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func addCount(tx *bolt.Tx, st states.State, d int64) error {
+	b := tx.Bucket(bStateCounts)
+	var n int64
+	if v := b.Get([]byte(st)); len(v) == 8 {
+		n = int64(binary.BigEndian.Uint64(v))
+	}
+	n += d
+	return b.Put([]byte(st), binary.BigEndian.AppendUint64(nil, uint64(n)))
+}
+
+func applyRecords(tx *bolt.Tx, c *engine.Commit) error {
+	if c.ResolveIntent && c.Thread != nil {
+		if err := tx.Bucket(bIntents).Delete(threadKey(c.Thread.Key())); err != nil {
+			return err
+		}
+	}
+	cb := tx.Bucket(bContents)
+	for _, ct := range c.Contents {
+		ct.V = engine.FormatVersion
+		if err := putJSON(cb, []byte(ct.ID), ct); err != nil {
+			return err
+		}
+	}
+	ib := tx.Bucket(bInterventions)
+	for _, iv := range c.Interventions {
+		iv.V = engine.FormatVersion
+		if err := putJSON(ib, []byte(iv.ID), iv); err != nil {
+			return err
+		}
+	}
+	if c.Thread == nil {
+		return nil
+	}
+	q := tx.Bucket(bQueue)
+	prefix := append(threadKey(c.Thread.Key()), 0)
+	if len(c.Dequeue) > 0 {
+		cur := q.Cursor()
+		var drop [][]byte
+		for k, v := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = cur.Next() {
+			if slices.Contains(c.Dequeue, string(v)) {
+				drop = append(drop, slices.Clone(k))
+			}
+		}
+		for _, k := range drop {
+			if err := q.Delete(k); err != nil {
+				return err
+			}
+		}
+	}
+	for _, id := range c.Enqueue {
+		seq, err := q.NextSequence()
+		if err != nil {
+			return err
+		}
+		if err := q.Put(withSeq(threadKey(c.Thread.Key()), seq), []byte(id)); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// PutIntent records a Graph call about to be made.
+func (s *DB) PutIntent(ctx context.Context, in engine.Intent) error {
+	if err := validKey(in.Key); err != nil {
+		return err
+	}
+	in.V = engine.FormatVersion
+	check := func(tx *bolt.Tx) error {
+		t, err := getThread(tx, in.Key)
+		if err != nil {
+			return err
+		}
+		if t.Revision != in.Revision {
+			return fmt.Errorf("%w: thread %s is at revision %d, not %d", engine.ErrConflict, in.Key, t.Revision, in.Revision)
+		}
+		return nil
+	}
+	return s.update(ctx, check, func(tx *bolt.Tx) error {
+		return putJSON(tx.Bucket(bIntents), threadKey(in.Key), in)
+	})
+}
+
+// Intents returns the outstanding Graph call intents.
+func (s *DB) Intents(ctx context.Context) ([]engine.Intent, error) {
+	var out []engine.Intent
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bIntents).ForEach(func(k, v []byte) error {
+			var in engine.Intent
+			if err := decode(v, &in, func() int { return in.V }, "intent"); err != nil {
+				return err
+			}
+			out = append(out, in)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Timers returns every durable timer, earliest first.
+func (s *DB) Timers(ctx context.Context) ([]engine.Timer, error) {
+	var out []engine.Timer
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bTimers).ForEach(func(k, _ []byte) error {
+			t, err := parseTimerKey(k)
+			if err != nil {
+				return err
+			}
+			out = append(out, t)
+			return nil
+		})
+	})
+	return out, err
+}
+
+// History returns a thread's entries below revision before (0: from the
+// newest), newest first.
+func (s *DB) History(ctx context.Context, key engine.ThreadKey, before uint64, limit int) ([]engine.HistoryEntry, error) {
+	if limit <= 0 {
+		limit = 20
+	}
+	var out []engine.HistoryEntry
+	prefix := append(threadKey(key), 0)
+	err := s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bHistory).Cursor()
+		if before == 0 {
+			before = ^uint64(0)
+		}
+		// Seek to the first key at or past revision before, step back once.
+		k, v := c.Seek(historyKey(key, before))
+		if k == nil {
+			k, v = c.Last()
+		} else {
+			k, v = c.Prev()
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix) && len(out) < limit; k, v = c.Prev() {
+			var h engine.HistoryEntry
+			if err := decode(v, &h, func() int { return h.V }, "history entry"); err != nil {
+				return err
+			}
+			out = append(out, h)
+		}
+		return nil
+	})
+	return out, err
+}
+
+// ListThreads lists threads by state and/or page without scanning others.
+func (s *DB) ListThreads(ctx context.Context, f engine.ListFilter) ([]engine.Thread, string, error) {
+	limit := f.Limit
+	if limit <= 0 || limit > 500 {
+		limit = 50
+	}
+	var after []byte
+	if f.After != "" {
+		var err error
+		if after, err = base64.RawURLEncoding.DecodeString(f.After); err != nil {
+			return nil, "", fmt.Errorf("invalid cursor %q", f.After)
+		}
+	}
+	var (
+		out  []engine.Thread
+		next string
+	)
+	err := s.view(func(tx *bolt.Tx) error {
+		var (
+			c      *bolt.Cursor
+			prefix []byte
+			key    func(k []byte) []byte // index key → thread key
+		)
+		switch {
+		case f.State != "":
+			c = tx.Bucket(bByState).Cursor()
+			prefix = append([]byte(f.State), 0)
+			if f.PageID != "" {
+				prefix = append(append(prefix, f.PageID...), 0)
+			}
+			n := len(f.State) + 1
+			key = func(k []byte) []byte { return k[n:] }
+		default:
+			c = tx.Bucket(bThreads).Cursor()
+			if f.PageID != "" {
+				prefix = append([]byte(f.PageID), 0)
+			}
+			key = func(k []byte) []byte { return k }
+		}
+		var k []byte
+		if after != nil {
+			k, _ = c.Seek(after)
+			if bytes.Equal(k, after) {
+				k, _ = c.Next()
+			}
+		} else {
+			k, _ = c.Seek(prefix)
+		}
+		for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+			if len(out) == limit {
+				next = base64.RawURLEncoding.EncodeToString(out2key(out[len(out)-1], f))
+				return nil
+			}
+			t, err := getThread(tx, parseThreadKey(key(k)))
+			if err != nil {
+				return fmt.Errorf("index entry %q: %w", k, err)
+			}
+			out = append(out, t)
+		}
+		return nil
+	})
+	return out, next, err
+}
+
+// out2key is the index key of a listed thread, the cursor of the next page.
+func out2key(t engine.Thread, f engine.ListFilter) []byte {
+	if f.State != "" {
+		return stateKey(f.State, t.Key())
+	}
+	return threadKey(t.Key())
+}
+
+// StateCounts returns how many threads are in each state, from counters kept
+// with every commit.
+func (s *DB) StateCounts(ctx context.Context) (map[states.State]int, error) {
+	out := map[states.State]int{}
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bStateCounts).ForEach(func(k, v []byte) error {
+			if len(v) == 8 {
+				out[states.State(k)] = int(int64(binary.BigEndian.Uint64(v)))
+			}
+			return nil
+		})
+	})
+	return out, err
+}
+
+// Queue returns a thread's contents awaiting synchronisation, oldest first.
+func (s *DB) Queue(ctx context.Context, key engine.ThreadKey) ([]engine.Content, error) {
+	var out []engine.Content
+	prefix := append(threadKey(key), 0)
+	err := s.view(func(tx *bolt.Tx) error {
+		c := tx.Bucket(bQueue).Cursor()
+		cb := tx.Bucket(bContents)
+		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+			ct, err := getContent(cb, string(v))
+			if err != nil {
+				return fmt.Errorf("queued content %s: %w", v, err)
+			}
+			out = append(out, ct)
+		}
+		return nil
+	})
+	return out, err
+}
+
+func getContent(b *bolt.Bucket, id string) (engine.Content, error) {
+	var ct engine.Content
+	raw := b.Get([]byte(id))
+	if raw == nil {
+		return ct, engine.ErrNotFound
+	}
+	err := decode(raw, &ct, func() int { return ct.V }, "content "+id)
+	return ct, err
+}
+
+// Content returns a content by id.
+func (s *DB) Content(ctx context.Context, id string) (engine.Content, error) {
+	var ct engine.Content
+	err := s.view(func(tx *bolt.Tx) (err error) {
+		ct, err = getContent(tx.Bucket(bContents), id)
+		return err
+	})
+	return ct, err
+}
+
+// Intervention returns an intervention by id.
+func (s *DB) Intervention(ctx context.Context, id string) (engine.Intervention, error) {
+	var iv engine.Intervention
+	err := s.view(func(tx *bolt.Tx) error {
+		raw := tx.Bucket(bInterventions).Get([]byte(id))
+		if raw == nil {
+			return engine.ErrNotFound
+		}
+		return decode(raw, &iv, func() int { return iv.V }, "intervention "+id)
+	})
+	return iv, err
+}
