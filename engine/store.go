@@ -16,6 +16,8 @@ var (
 	ErrConflict = errors.New("the thread changed since it was read")
 	// ErrAmbiguous is returned for an identity found on more than one page.
 	ErrAmbiguous = errors.New("identity is known on several pages")
+	// ErrBadCursor is returned for a list cursor the store did not make.
+	ErrBadCursor = errors.New("invalid list cursor")
 )
 
 // Store is the engine's storage, in domain terms. The engine serialises work
@@ -44,6 +46,8 @@ type Store interface {
 	StateCounts(ctx context.Context) (map[states.State]int, error)
 	// Queue returns the contents awaiting synchronisation on a thread, oldest first.
 	Queue(ctx context.Context, key ThreadKey) ([]Content, error)
+	// QueuedThreads returns the threads that have contents queued.
+	QueuedThreads(ctx context.Context) ([]ThreadKey, error)
 	Content(ctx context.Context, id string) (Content, error)
 	Intervention(ctx context.Context, id string) (Intervention, error)
 }
@@ -57,6 +61,8 @@ type Commit struct {
 	Thread  *Thread
 	Expect  uint64
 	History []HistoryEntry
+	// Key is the thread whose queue changes when Thread is nil.
+	Key ThreadKey
 
 	ResolveIntent bool           // delete the thread's outstanding intent
 	Contents      []Content      // created or updated

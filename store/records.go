@@ -132,8 +132,13 @@ func (s *DB) Commit(ctx context.Context, c *engine.Commit) error {
 
 func validateCommit(c *engine.Commit) error {
 	if c.Thread == nil {
-		if len(c.History) > 0 || c.ResolveIntent || len(c.Enqueue) > 0 || len(c.Dequeue) > 0 {
-			return fmt.Errorf("store: commit without a thread may only write contents and interventions")
+		if len(c.History) > 0 || c.ResolveIntent {
+			return fmt.Errorf("store: history and intents change only with their thread")
+		}
+		if len(c.Enqueue)+len(c.Dequeue) > 0 {
+			if err := validKey(c.Key); err != nil {
+				return err
+			}
 		}
 		return validQueueOwners(c)
 	}
@@ -266,11 +271,15 @@ func applyRecords(tx *bolt.Tx, c *engine.Commit) error {
 			return err
 		}
 	}
-	if c.Thread == nil {
+	key := c.Key
+	if c.Thread != nil {
+		key = c.Thread.Key()
+	}
+	if len(c.Enqueue)+len(c.Dequeue) == 0 {
 		return nil
 	}
 	q := tx.Bucket(bQueue)
-	prefix := append(threadKey(c.Thread.Key()), 0)
+	prefix := append(threadKey(key), 0)
 	if len(c.Dequeue) > 0 {
 		cur := q.Cursor()
 		var drop [][]byte
@@ -290,7 +299,7 @@ func applyRecords(tx *bolt.Tx, c *engine.Commit) error {
 		if err != nil {
 			return err
 		}
-		if err := q.Put(withSeq(threadKey(c.Thread.Key()), seq), []byte(id)); err != nil {
+		if err := q.Put(withSeq(threadKey(key), seq), []byte(id)); err != nil {
 			return err
 		}
 	}
@@ -392,7 +401,7 @@ func (s *DB) ListThreads(ctx context.Context, f engine.ListFilter) ([]engine.Thr
 	if f.After != "" {
 		var err error
 		if after, err = base64.RawURLEncoding.DecodeString(f.After); err != nil {
-			return nil, "", fmt.Errorf("invalid cursor %q", f.After)
+			return nil, "", fmt.Errorf("%w: %q", engine.ErrBadCursor, f.After)
 		}
 	}
 	var (
@@ -484,6 +493,24 @@ func (s *DB) Queue(ctx context.Context, key engine.ThreadKey) ([]engine.Content,
 			out = append(out, ct)
 		}
 		return nil
+	})
+	return out, err
+}
+
+// QueuedThreads returns the threads with contents awaiting synchronisation.
+func (s *DB) QueuedThreads(ctx context.Context) ([]engine.ThreadKey, error) {
+	var out []engine.ThreadKey
+	err := s.view(func(tx *bolt.Tx) error {
+		return tx.Bucket(bQueue).ForEach(func(k, _ []byte) error {
+			if len(k) < 9 {
+				return fmt.Errorf("queue key too short: %q", k)
+			}
+			key := parseThreadKey(k[:len(k)-9])
+			if n := len(out); n == 0 || out[n-1] != key {
+				out = append(out, key)
+			}
+			return nil
+		})
 	})
 	return out, err
 }

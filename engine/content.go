@@ -1,0 +1,237 @@
+package engine
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+	"unicode/utf8"
+
+	"github.com/threadctl/threadctl/states"
+)
+
+// MaxContentBody is the longest text Messenger's Send API accepts.
+const MaxContentBody = 2000
+
+// OpenIntervention opens an agent's intervention on a thread and fires
+// agent_engage, which asks for (or takes) control unless RingCX owns the
+// thread. If Meta refuses, nothing is opened and the error says why.
+func (e *Engine) OpenIntervention(ctx context.Context, key ThreadKey) (Intervention, Result, error) {
+	unlock := e.locks.lock(key)
+	defer unlock()
+	t, err := e.store.Thread(ctx, key)
+	if err != nil {
+		return Intervention{}, Result{}, e.threadErr(err, key)
+	}
+	if t.Intervention != "" {
+		return Intervention{}, Result{}, errorf(CodeConflict, nil, "an intervention (%s) is already open on this identity; close it before opening another", t.Intervention)
+	}
+	now := e.clock.Now()
+	iv := Intervention{ID: newID(now), PageID: key.PageID, PSID: key.PSID, Status: InterventionOpen, OpenedAt: now}
+	res, err := e.apply(ctx, &Input{Event: states.AgentEngage, Key: key, Cause: CauseAgent, openIntervention: &iv}, true)
+	if err != nil {
+		return Intervention{}, res, err
+	}
+	return iv, res, nil
+}
+
+// CloseIntervention closes an intervention and fires intervention_closed:
+// RingCX releases the thread (agent) or gives up its request (pending). In
+// other states the intervention is closed and the event recorded as ignored.
+// Closing a closed intervention returns it unchanged.
+func (e *Engine) CloseIntervention(ctx context.Context, id string) (Intervention, Result, error) {
+	iv, err := e.Intervention(ctx, id)
+	if err != nil || iv.Status == InterventionClosed {
+		return iv, Result{}, err
+	}
+	key := ThreadKey{PageID: iv.PageID, PSID: iv.PSID}
+	unlock := e.locks.lock(key)
+	defer unlock()
+	if iv, err = e.Intervention(ctx, id); err != nil || iv.Status == InterventionClosed {
+		return iv, Result{}, err
+	}
+	t, err := e.store.Thread(ctx, key)
+	if err != nil {
+		return iv, Result{}, e.threadErr(err, key)
+	}
+	if t.Intervention != iv.ID {
+		// Not the thread's current intervention: close the record only.
+		iv.Status, iv.ClosedAt = InterventionClosed, e.clock.Now()
+		if err := e.store.Commit(ctx, &Commit{Interventions: []Intervention{iv}}); err != nil {
+			return iv, Result{}, storeError(err, "closing intervention")
+		}
+		return iv, Result{From: t.State, To: t.State, Outcome: OutcomeNoChange, Thread: t}, nil
+	}
+	res, err := e.apply(ctx, &Input{Event: states.InterventionClosed, Key: key, Cause: CauseAgent, closeIntervention: &iv}, true)
+	if err != nil {
+		return iv, res, err
+	}
+	iv, err = e.Intervention(ctx, id)
+	return iv, res, err
+}
+
+// Intervention returns an intervention by id.
+func (e *Engine) Intervention(ctx context.Context, id string) (Intervention, error) {
+	iv, err := e.store.Intervention(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return iv, errorf(CodeNotFound, err, "unknown intervention %s", id)
+	}
+	return iv, storeError(err, "reading intervention")
+}
+
+// Content returns a content by id.
+func (e *Engine) Content(ctx context.Context, id string) (Content, error) {
+	ct, err := e.store.Content(ctx, id)
+	if errors.Is(err, ErrNotFound) {
+		return ct, errorf(CodeNotFound, err, "unknown content %s", id)
+	}
+	return ct, storeError(err, "reading content")
+}
+
+// Queue returns the contents awaiting synchronisation on a thread.
+func (e *Engine) Queue(ctx context.Context, key ThreadKey) ([]Content, error) {
+	q, err := e.store.Queue(ctx, key)
+	return q, storeError(err, "reading queued contents")
+}
+
+// CreateContent records an agent's reply and synchronises it: at once when
+// RingCX owns the thread, otherwise it is queued and agent_engage fired, and
+// it is sent when control arrives. The content is returned with its
+// synchronisation status; a content that could not be created is an error.
+func (e *Engine) CreateContent(ctx context.Context, key ThreadKey, body string) (Content, error) {
+	switch {
+	case strings.TrimSpace(body) == "":
+		return Content{}, errorf(CodeInvalid, nil, "body is required: the text of the agent's reply")
+	case !utf8.ValidString(body):
+		return Content{}, errorf(CodeInvalid, nil, "body must be UTF-8 text")
+	case utf8.RuneCountInString(body) > MaxContentBody:
+		return Content{}, errorf(CodeInvalid, nil, "body has %d characters; Messenger accepts at most %d", utf8.RuneCountInString(body), MaxContentBody)
+	}
+	unlock := e.locks.lock(key)
+	defer unlock()
+	t, err := e.store.Thread(ctx, key)
+	if err != nil {
+		return Content{}, e.threadErr(err, key)
+	}
+	now := e.clock.Now()
+	ct := Content{ID: newID(now), PageID: key.PageID, PSID: key.PSID, InterventionID: t.Intervention, Body: body, Status: SyncPending, CreatedAt: now}
+	to := t.State
+	if t.State == states.Agent {
+		// Durable in the queue first, then sent in order.
+		if err := e.store.Commit(ctx, &Commit{Key: key, Contents: []Content{ct}, Enqueue: []string{ct.ID}}); err != nil {
+			return Content{}, storeError(err, "saving content")
+		}
+	} else {
+		res, err := e.apply(ctx, &Input{Event: states.AgentEngage, Key: key, Cause: CauseAgent, content: &ct}, true)
+		if err != nil && ErrorCode(err) != CodeMeta {
+			return Content{}, err
+		}
+		to = res.To
+	}
+	if to == states.Agent {
+		e.flushLocked(ctx, key)
+	}
+	return e.Content(ctx, ct.ID)
+}
+
+func (e *Engine) threadErr(err error, key ThreadKey) error {
+	if errors.Is(err, ErrNotFound) {
+		return errorf(CodeNotFound, err, "unknown identity %s on page %s", key.PSID, key.PageID)
+	}
+	return storeError(err, "reading thread")
+}
+
+// scheduleFlush sends a thread's queue in the background.
+func (e *Engine) scheduleFlush(key ThreadKey) {
+	e.flushMu.Lock()
+	if e.flushing[key] {
+		e.flushMu.Unlock()
+		return
+	}
+	e.flushing[key] = true
+	e.flushMu.Unlock()
+	e.background(func(ctx context.Context) {
+		unlock := e.locks.lock(key)
+		defer unlock()
+		e.flushMu.Lock()
+		delete(e.flushing, key)
+		e.flushMu.Unlock()
+		e.flushLocked(ctx, key)
+	})
+}
+
+// flushLocked sends a thread's queued contents in order while RingCX owns
+// it. A content Meta refuses because another app owns the thread stays
+// queued: the state is corrected from thread_owner and agent_engage asks
+// for control again ("retry the synchronisation"). Other failures fail that
+// content with Meta's reason. The caller holds the thread's lock.
+func (e *Engine) flushLocked(ctx context.Context, key ThreadKey) {
+	corrected := false
+	for ctx.Err() == nil {
+		t, err := e.store.Thread(ctx, key)
+		if err != nil {
+			e.log.Error("flush: reading thread", "thread", key, "err", err)
+			return
+		}
+		if t.State != states.Agent {
+			return
+		}
+		queue, err := e.store.Queue(ctx, key)
+		if err != nil || len(queue) == 0 {
+			if err != nil {
+				e.log.Error("flush: reading queue", "thread", key, "err", err)
+			}
+			return
+		}
+		ct := queue[0]
+		mid, err := e.graph.SendText(ctx, key.PageID, key.PSID, ct.Body)
+		switch {
+		case err == nil:
+			ct.Status, ct.MessageID, ct.SyncedAt, ct.Reason = SyncSynced, mid, e.clock.Now(), ""
+		case ctx.Err() != nil:
+			return // shutting down: it stays queued for the next start
+		case notOwner(err) && !corrected:
+			corrected = true
+			e.reengage(ctx, key, err)
+			continue
+		default:
+			ct.Status, ct.Reason = SyncFailed, fmt.Sprintf("Meta refused the message: %v", err)
+		}
+		if err := e.store.Commit(ctx, &Commit{Key: key, Contents: []Content{ct}, Dequeue: []string{ct.ID}}); err != nil {
+			e.log.Error("flush: saving content", "thread", key, "content", ct.ID, "err", err)
+			return
+		}
+	}
+}
+
+// reengage handles a Send API refusal for not owning the thread: correct the
+// state from thread_owner, then fire agent_engage for the queued contents.
+func (e *Engine) reengage(ctx context.Context, key ThreadKey, sendErr error) {
+	res, err := e.correct(ctx, key, CauseCheck)
+	if err != nil {
+		e.log.Warn("flush: owner correction failed", "thread", key, "send_err", sendErr, "err", err)
+		return
+	}
+	if res.To == states.Agent || res.To == states.Pending {
+		return
+	}
+	if _, err := e.apply(ctx, &Input{Event: states.AgentEngage, Key: key, Cause: CauseAgent}, false); err != nil {
+		e.log.Warn("flush: asking for control again failed", "thread", key, "err", err)
+	}
+}
+
+// History returns up to limit of a thread's entries below revision before
+// (0: the newest), newest first.
+func (e *Engine) History(ctx context.Context, key ThreadKey, before uint64, limit int) ([]HistoryEntry, error) {
+	h, err := e.store.History(ctx, key, before, limit)
+	return h, storeError(err, "reading history")
+}
+
+// ListThreads lists threads by state and page.
+func (e *Engine) ListThreads(ctx context.Context, f ListFilter) ([]Thread, string, error) {
+	threads, next, err := e.store.ListThreads(ctx, f)
+	if errors.Is(err, ErrBadCursor) {
+		return nil, "", errorf(CodeInvalid, err, "cursor %q is not one this list returned; start again without it", f.After)
+	}
+	return threads, next, storeError(err, "listing threads")
+}

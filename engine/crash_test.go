@@ -1,0 +1,221 @@
+package engine_test
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/threadctl/threadctl/engine"
+	"github.com/threadctl/threadctl/messenger"
+	"github.com/threadctl/threadctl/messenger/sim"
+	"github.com/threadctl/threadctl/states"
+	"github.com/threadctl/threadctl/store"
+)
+
+// The crash child: with THREADCTL_CRASH_CHILD=<data dir>|<sim url> the test
+// binary applies random events forever and prints "ack <psid> <revision>
+// <event>" after each Apply that returned success; the parent kills it.
+func TestMain(m *testing.M) {
+	if spec := os.Getenv("THREADCTL_CRASH_CHILD"); spec != "" {
+		dir, simURL, _ := strings.Cut(spec, "|")
+		crashChild(dir, simURL)
+		os.Exit(0)
+	}
+	os.Exit(m.Run())
+}
+
+var crashPSIDs = []string{"7100000000000001", "7100000000000002", "7100000000000003", "7100000000000004", "7100000000000005"}
+
+func crashEngine(dir, simURL string) (*store.DB, *engine.Engine, error) {
+	db, err := store.Open(dir, store.Options{})
+	if err != nil {
+		return nil, nil, err
+	}
+	graph := &messenger.Client{BaseURL: simURL, Backoff: time.Millisecond, Credentials: func(string) (messenger.Credentials, bool) {
+		return messenger.Credentials{AccessToken: "ringcx-page-token", AppSecret: "ringcx-secret"}, true
+	}}
+	eng, err := engine.New(engine.Config{Store: db, Graph: graph, PendingTimeout: 30 * time.Millisecond, RetryDelay: 20 * time.Millisecond})
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := eng.SetPage(context.Background(), engine.Page{ID: pageID, Primary: states.PrimaryBot, RingCXAppID: ringcxID, BotAppIDs: []string{botID}}); err != nil {
+		return nil, nil, err
+	}
+	if err := eng.Start(context.Background()); err != nil {
+		return nil, nil, err
+	}
+	return db, eng, nil
+}
+
+func crashChild(dir, simURL string) {
+	_, eng, err := crashEngine(dir, simURL)
+	if err != nil {
+		fmt.Println("error", err)
+		os.Exit(2)
+	}
+	out := bufio.NewWriter(os.Stdout)
+	fmt.Fprintln(out, "ready")
+	out.Flush()
+	ctx := context.Background()
+	for i := 0; ; i++ {
+		psid := crashPSIDs[rand.IntN(len(crashPSIDs))]
+		k := engine.ThreadKey{PageID: pageID, PSID: psid}
+		var (
+			ev  states.Event
+			res engine.Result
+			err error
+		)
+		switch rand.IntN(7) {
+		case 0, 1:
+			ev = states.CustomerMessage
+			res, err = eng.Apply(ctx, engine.Input{Event: ev, Key: k, Cause: engine.CauseWebhook, Create: true, DedupKey: fmt.Sprintf("mid:%d:%d", os.Getpid(), i), Channel: engine.ChannelStandby})
+		case 2:
+			ev = states.HandoverToAgent
+			res, err = eng.Apply(ctx, engine.Input{Event: ev, Key: k, Cause: engine.CauseBotsAPI})
+		case 3:
+			ev = states.HandoverToBot
+			res, err = eng.Apply(ctx, engine.Input{Event: ev, Key: k, Cause: engine.CauseBotsAPI, AppID: botID})
+		case 4:
+			ev = states.AgentEngage
+			_, res, err = eng.OpenIntervention(ctx, k)
+		case 5:
+			ev = states.AgentEngage
+			_, err = eng.CreateContent(ctx, k, "hello "+strconv.Itoa(i))
+			res.Outcome = "content"
+		case 6:
+			ev = states.InterventionClosed
+			if th, terr := eng.Thread(ctx, k); terr == nil && th.Intervention != "" {
+				_, res, err = eng.CloseIntervention(ctx, th.Intervention)
+			} else {
+				continue
+			}
+		}
+		if err != nil || res.Outcome == "content" || res.Outcome == "" {
+			continue
+		}
+		fmt.Fprintf(out, "ack %s %d %s\n", psid, res.Thread.Revision, ev)
+		out.Flush()
+	}
+}
+
+type ack struct {
+	psid  string
+	rev   uint64
+	event states.Event
+}
+
+// TestCrashRecovery kills a child process applying events with SIGKILL at
+// random moments, many times. After every kill the store must pass Check,
+// every acknowledged event must be in its thread's history, and an engine
+// started on the file must resolve what the crash left in flight.
+func TestCrashRecovery(t *testing.T) {
+	if testing.Short() {
+		t.Skip("crash test skipped in -short mode")
+	}
+	hook := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer hook.Close()
+	s := sim.New(sim.Options{RetryDelays: []time.Duration{}})
+	defer s.Close()
+	simSrv := httptest.NewServer(s.Handler())
+	defer simSrv.Close()
+	err := s.PutPage(sim.PageConfig{PageID: pageID, Mode: "hop_v2", PrimaryAppID: botID, Apps: []sim.AppConfig{
+		{AppID: ringcxID, Name: "RingCX", AccessToken: "ringcx-page-token", AppSecret: "ringcx-secret", CallbackURL: hook.URL, Fields: []string{"messages", "messaging_handovers", "standby"}},
+		{AppID: botID, Name: "Bot", AccessToken: "bot-page-token", AppSecret: "bot-secret", Fields: []string{"messages", "messaging_handovers", "standby"}, Bot: &sim.BotConfig{HonorRequests: true, Reply: "echo"}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	rounds := 25
+	total, inFlight := 0, 0
+	for round := range rounds {
+		cmd := exec.Command(os.Args[0], "-test.run=^$")
+		cmd.Env = append(os.Environ(), "THREADCTL_CRASH_CHILD="+dir+"|"+simSrv.URL)
+		stdout, err := cmd.StdoutPipe()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		acks := make(chan ack, 1024)
+		ready := make(chan struct{})
+		go func() {
+			defer close(acks)
+			sc := bufio.NewScanner(stdout)
+			if sc.Scan() && sc.Text() == "ready" {
+				close(ready)
+			}
+			for sc.Scan() {
+				f := strings.Fields(sc.Text())
+				if len(f) == 4 && f[0] == "ack" {
+					rev, _ := strconv.ParseUint(f[2], 10, 64)
+					acks <- ack{psid: f[1], rev: rev, event: states.Event(f[3])}
+				} else {
+					t.Errorf("child: %s", sc.Text())
+				}
+			}
+		}()
+		select {
+		case <-ready:
+		case <-time.After(10 * time.Second):
+			t.Fatalf("round %d: the child did not start", round)
+		}
+		time.Sleep(time.Duration(rand.IntN(250)) * time.Millisecond)
+		cmd.Process.Signal(syscall.SIGKILL)
+		var got []ack
+		for a := range acks {
+			got = append(got, a)
+		}
+		cmd.Wait()
+		total += len(got)
+
+		db, err := store.Open(dir, store.Options{})
+		if err != nil {
+			t.Fatalf("round %d: reopening after SIGKILL: %v", round, err)
+		}
+		if problems, err := db.Check(); err != nil || len(problems) > 0 {
+			t.Fatalf("round %d: check after SIGKILL: %v %v", round, problems, err)
+		}
+		for _, a := range got {
+			hs, err := db.History(context.Background(), engine.ThreadKey{PageID: pageID, PSID: a.psid}, a.rev+1, 1)
+			if err != nil || len(hs) == 0 || hs[0].Revision != a.rev {
+				t.Fatalf("round %d: acknowledged %s rev %d of %s is not in the history (%v, %v)", round, a.event, a.rev, a.psid, hs, err)
+			}
+			if e := hs[0]; e.Event != a.event && e.Event != states.OwnerObserved {
+				t.Errorf("round %d: %s rev %d is %s, acknowledged %s", round, a.psid, a.rev, e.Event, a.event)
+			}
+		}
+		if ins, _ := db.Intents(context.Background()); len(ins) > 0 {
+			inFlight += len(ins)
+		}
+		db.Close()
+		// Recovery on restart: intents are resolved, and the file stays valid.
+		db, eng, err := crashEngine(dir, simSrv.URL)
+		if err != nil {
+			t.Fatalf("round %d: restart: %v", round, err)
+		}
+		eng.Close()
+		if ins, _ := db.Intents(context.Background()); len(ins) > 0 {
+			t.Errorf("round %d: %d intents left after recovery", round, len(ins))
+		}
+		if problems, err := db.Check(); err != nil || len(problems) > 0 {
+			t.Fatalf("round %d: check after recovery: %v %v", round, problems, err)
+		}
+		db.Close()
+	}
+	t.Logf("%d rounds, %d acknowledged events checked, %d Graph calls in flight at a kill resolved on restart", rounds, total, inFlight)
+	if total == 0 {
+		t.Error("the child acknowledged nothing")
+	}
+}

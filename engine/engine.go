@@ -1,0 +1,385 @@
+package engine
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/threadctl/threadctl/states"
+)
+
+// Graph is Meta's Graph API as the engine uses it, acting as the RingCX app
+// of each page. *messenger.Client implements it. Errors that mean "another
+// app owns the thread" implement NotThreadOwner() bool.
+type Graph interface {
+	PassThreadControl(ctx context.Context, pageID, psid, targetAppID, metadata string) error
+	TakeThreadControl(ctx context.Context, pageID, psid, metadata string) error
+	RequestThreadControl(ctx context.Context, pageID, psid, metadata string) error
+	ReleaseThreadControl(ctx context.Context, pageID, psid string) error
+	ThreadOwner(ctx context.Context, pageID, psid string) (appID string, expires time.Time, err error)
+	SendText(ctx context.Context, pageID, psid, text string) (messageID string, err error)
+}
+
+// Observer receives what the engine does, for metrics. Its methods must be
+// fast and must not call back into the engine.
+type Observer interface {
+	// Transition is called once per recorded event (after its commit).
+	Transition(TransitionInfo)
+	// ControlGranted is called when a pending request ends with RingCX in
+	// control, with the time since the request.
+	ControlGranted(wait time.Duration)
+}
+
+// TransitionInfo describes one recorded event.
+type TransitionInfo struct {
+	Primary  states.Primary
+	Event    states.Event
+	From, To states.State
+	Outcome  string
+	Created  bool // the event created the thread
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Transition(TransitionInfo)    {}
+func (nopObserver) ControlGranted(time.Duration) {}
+
+// Config wires an engine. Store and Graph are required.
+type Config struct {
+	Store    Store
+	Graph    Graph
+	Clock    Clock        // nil: the real clock
+	Logger   *slog.Logger // nil: discard
+	Observer Observer     // nil: none
+
+	// ControlWindow is Meta's control expiry without activity (default 24 h).
+	ControlWindow time.Duration
+	// PendingTimeout is the pending-request deadline of pages that set none
+	// (default 60 s).
+	PendingTimeout time.Duration
+	// RetryDelay is how long after a failed timer-driven Graph call it is
+	// tried again (default 30 s).
+	RetryDelay time.Duration
+	// Workers bounds the background work (timers firing, contents being
+	// sent) running at once (default 16).
+	Workers int
+}
+
+// Engine applies events to threads. Create it with New, then Start it.
+type Engine struct {
+	cfg   Config
+	store Store
+	graph Graph
+	clock Clock
+	log   *slog.Logger
+	obs   Observer
+
+	locks locks
+	sched *scheduler
+
+	pagesMu sync.RWMutex
+	pages   map[string]Page
+
+	pendMu  sync.Mutex
+	pending map[ThreadKey]time.Time // requested at, for the oldest-request gauge
+
+	flushMu  sync.Mutex
+	flushing map[ThreadKey]bool
+
+	bg      chan struct{} // semaphore for background work
+	wg      sync.WaitGroup
+	closing chan struct{}
+	once    sync.Once
+}
+
+// New returns an engine; Start loads its state.
+func New(cfg Config) (*Engine, error) {
+	if cfg.Store == nil || cfg.Graph == nil {
+		return nil, errors.New("engine: Store and Graph are required")
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = realClock{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
+	}
+	if cfg.ControlWindow <= 0 {
+		cfg.ControlWindow = 24 * time.Hour
+	}
+	if cfg.PendingTimeout <= 0 {
+		cfg.PendingTimeout = 60 * time.Second
+	}
+	if cfg.RetryDelay <= 0 {
+		cfg.RetryDelay = 30 * time.Second
+	}
+	if cfg.Workers <= 0 {
+		cfg.Workers = 16
+	}
+	e := &Engine{
+		cfg: cfg, store: cfg.Store, graph: cfg.Graph, clock: cfg.Clock, log: cfg.Logger, obs: cfg.Observer,
+		pages:    map[string]Page{},
+		pending:  map[ThreadKey]time.Time{},
+		flushing: map[ThreadKey]bool{},
+		bg:       make(chan struct{}, cfg.Workers),
+		closing:  make(chan struct{}),
+	}
+	e.sched = newScheduler(cfg.Clock, e.timerDue)
+	return e, nil
+}
+
+// Start loads the pages, resolves Graph calls left outstanding by a crash,
+// re-arms the durable timers at their original deadlines and resumes
+// sending queued contents. Pages set with SetPage before Start are kept.
+func (e *Engine) Start(ctx context.Context) error {
+	pages, err := e.store.Pages(ctx)
+	if err != nil {
+		return storeError(err, "loading pages")
+	}
+	e.pagesMu.Lock()
+	for _, p := range pages {
+		if _, set := e.pages[p.ID]; !set {
+			e.pages[p.ID] = p
+		}
+	}
+	e.pagesMu.Unlock()
+
+	if err := e.recover(ctx); err != nil {
+		return err
+	}
+	timers, err := e.store.Timers(ctx)
+	if err != nil {
+		return storeError(err, "loading timers")
+	}
+	for _, t := range timers {
+		e.sched.set(t)
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		e.sched.run()
+	}()
+	return nil
+}
+
+// Close stops the timers and waits for background work to finish.
+func (e *Engine) Close() {
+	e.once.Do(func() {
+		close(e.closing)
+		e.sched.close()
+		e.wg.Wait()
+	})
+}
+
+// SetPage creates or replaces a page's settings (from configuration). A
+// changed primary applies to later events.
+func (e *Engine) SetPage(ctx context.Context, p Page) error {
+	if err := validatePage(&p); err != nil {
+		return err
+	}
+	p.UpdatedAt = e.clock.Now()
+	if err := e.store.PutPage(ctx, p); err != nil {
+		return storeError(err, "saving page "+p.ID)
+	}
+	e.pagesMu.Lock()
+	old, had := e.pages[p.ID]
+	e.pages[p.ID] = p
+	e.pagesMu.Unlock()
+	if had && old.Primary != p.Primary {
+		e.log.Info("page primary changed", "page_id", p.ID, "from", old.Primary, "to", p.Primary, "cause", "config")
+	}
+	return nil
+}
+
+func validatePage(p *Page) error {
+	switch {
+	case p.ID == "" || !isDigits(p.ID):
+		return errorf(CodeInvalid, nil, "page_id %q must be a numeric Facebook page id", p.ID)
+	case p.RingCXAppID == "" || !isDigits(p.RingCXAppID):
+		return errorf(CodeInvalid, nil, "page %s: ringcx_app_id %q must be a numeric Facebook app id", p.ID, p.RingCXAppID)
+	case slices.Contains(p.BotAppIDs, p.RingCXAppID):
+		return errorf(CodeInvalid, nil, "page %s: the RingCX app %s cannot also be a bot app", p.ID, p.RingCXAppID)
+	case p.Primary == states.PrimaryBot && len(p.BotAppIDs) == 0:
+		return errorf(CodeInvalid, nil, "page %s: primary is bot but bot_app_ids is empty", p.ID)
+	}
+	if _, err := states.ParsePrimary(string(p.Primary)); err != nil {
+		return errorf(CodeInvalid, nil, "page %s: %v", p.ID, err)
+	}
+	for _, id := range p.BotAppIDs {
+		if !isDigits(id) {
+			return errorf(CodeInvalid, nil, "page %s: bot app id %q must be numeric", p.ID, id)
+		}
+	}
+	if p.PendingTimeout < 0 {
+		return errorf(CodeInvalid, nil, "page %s: pending_timeout must not be negative", p.ID)
+	}
+	return nil
+}
+
+func isDigits(s string) bool {
+	for _, c := range s {
+		if c < '0' || c > '9' {
+			return false
+		}
+	}
+	return s != ""
+}
+
+// Page returns a page's settings.
+func (e *Engine) Page(id string) (Page, bool) {
+	e.pagesMu.RLock()
+	defer e.pagesMu.RUnlock()
+	p, ok := e.pages[id]
+	return p, ok
+}
+
+// Pages returns every page's settings, ordered by id.
+func (e *Engine) Pages() []Page {
+	e.pagesMu.RLock()
+	out := make([]Page, 0, len(e.pages))
+	for _, p := range e.pages {
+		out = append(out, p)
+	}
+	e.pagesMu.RUnlock()
+	slices.SortFunc(out, func(a, b Page) int {
+		switch {
+		case a.ID < b.ID:
+			return -1
+		case a.ID > b.ID:
+			return 1
+		}
+		return 0
+	})
+	return out
+}
+
+func (e *Engine) page(id string) (Page, error) {
+	p, ok := e.Page(id)
+	if !ok {
+		return Page{}, errorf(CodeNotFound, nil, "page %s is not configured in threadctl", id)
+	}
+	return p, nil
+}
+
+// ChangePrimary applies Meta's app_roles webhook to a page: the app named
+// primary_receiver becomes the page's primary; RingCX or the primary bot app
+// becoming a secondary leaves the page without primary.
+func (e *Engine) ChangePrimary(ctx context.Context, pageID string, roles map[string][]string) (states.Primary, error) {
+	p, err := e.page(pageID)
+	if err != nil {
+		return "", err
+	}
+	next := p.Primary
+	for app, rs := range roles {
+		primary := slices.Contains(rs, "primary_receiver")
+		switch {
+		case app == p.RingCXAppID && primary:
+			next = states.PrimaryRingCX
+		case app == p.RingCXAppID && p.Primary == states.PrimaryRingCX:
+			next = states.PrimaryNone
+		case p.IsBotApp(app) && primary:
+			next = states.PrimaryBot
+			// The primary bot app is the first of the list.
+			ids := slices.DeleteFunc(slices.Clone(p.BotAppIDs), func(s string) bool { return s == app })
+			p.BotAppIDs = append([]string{app}, ids...)
+		case p.IsBotApp(app) && p.Primary == states.PrimaryBot && app == p.PrimaryBotApp():
+			next = states.PrimaryNone
+		}
+	}
+	if next == p.Primary {
+		return next, nil
+	}
+	e.log.Info("page primary changed", "page_id", pageID, "from", p.Primary, "to", next, "cause", "app_roles")
+	p.Primary = next
+	return next, e.SetPage(ctx, p)
+}
+
+// Thread returns a thread's record.
+func (e *Engine) Thread(ctx context.Context, key ThreadKey) (Thread, error) {
+	t, err := e.store.Thread(ctx, key)
+	if errors.Is(err, ErrNotFound) {
+		return t, errorf(CodeNotFound, err, "no thread for identity %s on page %s", key.PSID, key.PageID)
+	}
+	return t, storeError(err, "reading thread")
+}
+
+// FindIdentity returns the thread key of a customer's identity_foreign_id.
+func (e *Engine) FindIdentity(ctx context.Context, psid string) (ThreadKey, error) {
+	if psid == "" {
+		return ThreadKey{}, errorf(CodeInvalid, nil, "identity_foreign_id is required")
+	}
+	k, err := e.store.FindIdentity(ctx, psid)
+	switch {
+	case errors.Is(err, ErrNotFound):
+		return k, errorf(CodeNotFound, err, "unknown identity %s: no Messenger thread with that identity_foreign_id has been seen", psid)
+	case errors.Is(err, ErrAmbiguous):
+		return k, errorf(CodeInvalid, err, "identity %s exists on several pages; give page_id", psid)
+	}
+	return k, storeError(err, "looking up identity")
+}
+
+// PendingRequests returns how many requests for control are outstanding and
+// when the oldest was made.
+func (e *Engine) PendingRequests() (n int, oldest time.Time) {
+	e.pendMu.Lock()
+	defer e.pendMu.Unlock()
+	for _, at := range e.pending {
+		if oldest.IsZero() || at.Before(oldest) {
+			oldest = at
+		}
+	}
+	return len(e.pending), oldest
+}
+
+// Now is the engine's clock.
+func (e *Engine) Now() time.Time { return e.clock.Now() }
+
+// background runs fn with a slot of the background semaphore, unless the
+// engine is closing.
+func (e *Engine) background(fn func(ctx context.Context)) {
+	select {
+	case <-e.closing:
+		return
+	default:
+	}
+	e.wg.Add(1)
+	go func() {
+		defer e.wg.Done()
+		select {
+		case e.bg <- struct{}{}:
+		case <-e.closing:
+			return
+		}
+		defer func() { <-e.bg }()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() {
+			select {
+			case <-e.closing:
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		fn(ctx)
+	}()
+}
+
+// newID returns a 24-hex-digit id that sorts by creation time.
+func newID(now time.Time) string {
+	var b [12]byte
+	binary.BigEndian.PutUint32(b[:4], uint32(now.Unix()))
+	if _, err := rand.Read(b[4:]); err != nil {
+		panic(fmt.Sprintf("crypto/rand: %v", err))
+	}
+	return hex.EncodeToString(b[:])
+}

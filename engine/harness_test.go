@@ -1,0 +1,352 @@
+package engine_test
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/threadctl/threadctl/engine"
+	"github.com/threadctl/threadctl/messenger"
+	"github.com/threadctl/threadctl/messenger/sim"
+	"github.com/threadctl/threadctl/server"
+	"github.com/threadctl/threadctl/states"
+	"github.com/threadctl/threadctl/store"
+)
+
+// Demo identities (SPEC.md §7).
+const (
+	pageID   = "100000000000001"
+	ringcxID = "200000000000001"
+	botID    = "300000000000001"
+	bot2ID   = "300000000000002"
+)
+
+var ctx = context.Background()
+
+// harness is threadctl's engine on a real bbolt file, talking to the
+// simulator over real HTTP, with the simulator's webhooks for the RingCX app
+// delivered to a receiver that applies them to the engine.
+type harness struct {
+	t      *testing.T
+	sim    *sim.Sim
+	simURL string
+	dir    string
+	store  *store.DB
+	eng    *engine.Engine
+	clock  engine.Clock
+	now    func() time.Time
+	bot    *messenger.Client // acts as the bot app
+	bot2   *messenger.Client
+
+	mu       sync.Mutex
+	hookErrs []error
+	dropHO   bool // acknowledge handover webhooks without applying them
+}
+
+func (h *harness) dropHandovers(drop bool) {
+	h.mu.Lock()
+	h.dropHO = drop
+	h.mu.Unlock()
+}
+
+type harnessOpts struct {
+	primary        states.Primary
+	mode           string
+	honorRequests  bool
+	passDelay      time.Duration
+	pendingTimeout time.Duration
+	clock          *fakeClock
+	noClaimIdle    bool
+}
+
+func newHarness(t *testing.T, o harnessOpts) *harness {
+	t.Helper()
+	h := &harness{t: t, dir: t.TempDir()}
+	if o.clock != nil {
+		h.clock = o.clock
+		h.now = o.clock.Now
+	} else {
+		h.now = time.Now
+	}
+	h.sim = sim.New(sim.Options{Now: h.now, RetryDelays: []time.Duration{20 * time.Millisecond, 100 * time.Millisecond, 500 * time.Millisecond}})
+	simSrv := httptest.NewServer(h.sim.Handler())
+	h.simURL = simSrv.URL
+	hook := httptest.NewServer(http.HandlerFunc(h.receive))
+	t.Cleanup(func() {
+		h.sim.Close()
+		hook.Close()
+		simSrv.Close()
+	})
+
+	h.openEngine()
+	h.setPrimary(o)
+	h.bot = h.client("bot-page-token", "bot-secret")
+	h.bot2 = h.client("bot2-page-token", "bot2-secret")
+
+	primary := map[states.Primary]string{states.PrimaryBot: botID, states.PrimaryRingCX: ringcxID}[o.primary]
+	claim := !o.noClaimIdle
+	mode := o.mode
+	if mode == "" {
+		mode = "hop_v2"
+	}
+	err := h.sim.PutPage(sim.PageConfig{
+		PageID: pageID, Mode: mode, PrimaryAppID: primary,
+		Apps: []sim.AppConfig{
+			{AppID: ringcxID, Name: "RingCX", AccessToken: "ringcx-page-token", AppSecret: "ringcx-secret", CallbackURL: hook.URL, VerifyToken: "dev-verify", Fields: []string{"messages", "messaging_handovers", "standby"}},
+			{AppID: botID, Name: "Bot", AccessToken: "bot-page-token", AppSecret: "bot-secret", Fields: []string{"messages", "messaging_handovers", "standby"},
+				Bot: &sim.BotConfig{HonorRequests: o.honorRequests, PassDelayMS: int(o.passDelay / time.Millisecond), Reply: "echo", ClaimIdle: &claim}},
+			{AppID: bot2ID, Name: "Bot 2", AccessToken: "bot2-page-token", AppSecret: "bot2-secret", Fields: []string{"messages", "messaging_handovers", "standby"},
+				Bot: &sim.BotConfig{HonorRequests: true, Reply: "", ClaimIdle: new(bool)}},
+		},
+	})
+	if err != nil {
+		t.Fatalf("sim.PutPage: %v", err)
+	}
+	if o.pendingTimeout > 0 {
+		p, _ := h.eng.Page(pageID)
+		p.PendingTimeout = o.pendingTimeout
+		if err := h.eng.SetPage(ctx, p); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return h
+}
+
+func (h *harness) client(token, secret string) *messenger.Client {
+	return &messenger.Client{
+		BaseURL: h.simURL, Version: "v19.0", Timeout: 5 * time.Second, Backoff: 10 * time.Millisecond,
+		Credentials: func(string) (messenger.Credentials, bool) {
+			return messenger.Credentials{AccessToken: token, AppSecret: secret}, true
+		},
+	}
+}
+
+// openEngine opens the store and starts an engine on it (again after
+// closeEngine, as a restart).
+func (h *harness) openEngine() {
+	h.t.Helper()
+	db, err := store.Open(h.dir, store.Options{})
+	if err != nil {
+		h.t.Fatalf("store.Open: %v", err)
+	}
+	eng, err := engine.New(engine.Config{
+		Store: db, Graph: h.client("ringcx-page-token", "ringcx-secret"), Clock: h.clock,
+		RetryDelay: 200 * time.Millisecond,
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	if err := eng.Start(ctx); err != nil {
+		h.t.Fatalf("engine.Start: %v", err)
+	}
+	h.mu.Lock()
+	h.store, h.eng = db, eng
+	h.mu.Unlock()
+	h.t.Cleanup(h.closeEngine)
+}
+
+func (h *harness) closeEngine() {
+	h.mu.Lock()
+	eng, db := h.eng, h.store
+	h.eng, h.store = nil, nil
+	h.mu.Unlock()
+	if eng == nil {
+		return
+	}
+	eng.Close()
+	if problems, err := db.Check(); err != nil || len(problems) > 0 {
+		h.t.Errorf("store check: %v %v", problems, err)
+	}
+	db.Close()
+}
+
+func (h *harness) setPrimary(o harnessOpts) {
+	h.t.Helper()
+	p := engine.Page{ID: pageID, Primary: o.primary, RingCXAppID: ringcxID, BotAppIDs: []string{botID, bot2ID}}
+	if err := h.eng.SetPage(ctx, p); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// receive is the RingCX app's webhook endpoint: the parts of the server's
+// handler the engine needs (signature, parsing, translation, apply).
+func (h *harness) receive(w http.ResponseWriter, r *http.Request) {
+	body, _ := io.ReadAll(r.Body)
+	if err := messenger.VerifySignature(body, r.Header.Get("X-Hub-Signature-256"), "ringcx-secret"); err != nil {
+		h.fail(err)
+		http.Error(w, err.Error(), http.StatusForbidden)
+		return
+	}
+	wh, err := messenger.ParseWebhook(body)
+	if err != nil {
+		h.fail(err)
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	h.mu.Lock()
+	eng, drop := h.eng, h.dropHO
+	h.mu.Unlock()
+	if drop && !bytesContains(body, `"message"`) {
+		return
+	}
+	if eng == nil {
+		http.Error(w, "engine restarting", http.StatusServiceUnavailable)
+		return
+	}
+	tr := server.Translate(wh, eng.Page)
+	for _, rc := range tr.Roles {
+		if _, err := eng.ChangePrimary(r.Context(), rc.PageID, rc.Roles); err != nil {
+			h.fail(err)
+		}
+	}
+	for _, in := range tr.Inputs {
+		if _, err := eng.Apply(r.Context(), in); err != nil && engine.ErrorCode(err) != engine.CodeMeta {
+			h.fail(err)
+			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			return
+		}
+	}
+}
+
+func (h *harness) fail(err error) {
+	h.mu.Lock()
+	h.hookErrs = append(h.hookErrs, err)
+	h.mu.Unlock()
+}
+
+func (h *harness) settle() {
+	h.t.Helper()
+	c, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := h.sim.Settle(c); err != nil {
+		h.t.Fatalf("sim.Settle: %v", err)
+	}
+	h.mu.Lock()
+	errs := h.hookErrs
+	h.hookErrs = nil
+	h.mu.Unlock()
+	if len(errs) > 0 {
+		h.t.Fatalf("webhook receiver: %v", errors.Join(errs...))
+	}
+}
+
+func key(psid string) engine.ThreadKey { return engine.ThreadKey{PageID: pageID, PSID: psid} }
+
+func (h *harness) customer(psid, text string) {
+	h.t.Helper()
+	if _, err := h.sim.CustomerMessage(pageID, psid, text); err != nil {
+		h.t.Fatalf("customer message: %v", err)
+	}
+	h.settle()
+}
+
+func (h *harness) apply(ev states.Event, psid, app string) (engine.Result, error) {
+	h.t.Helper()
+	cause := engine.CauseBotsAPI
+	res, err := h.eng.Apply(ctx, engine.Input{Event: ev, Key: key(psid), Cause: cause, AppID: app})
+	h.settle()
+	return res, err
+}
+
+func (h *harness) thread(psid string) engine.Thread {
+	h.t.Helper()
+	th, err := h.eng.Thread(ctx, key(psid))
+	if err != nil {
+		h.t.Fatalf("thread %s: %v", psid, err)
+	}
+	return th
+}
+
+// want checks threadctl's state and the simulator's owner ("" = idle).
+func (h *harness) want(psid string, st states.State, metaOwner string) {
+	h.t.Helper()
+	h.eventually(func() bool {
+		return h.thread(psid).State == st && h.sim.Thread(pageID, psid).OwnerAppID == metaOwner
+	}, func() string {
+		return "threadctl " + string(h.thread(psid).State) + " (want " + string(st) + "), Meta owner " + h.sim.Thread(pageID, psid).OwnerAppID + " (want " + metaOwner + ")"
+	})
+}
+
+func (h *harness) eventually(ok func() bool, msg func() string) {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !ok() {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("timed out: %s", msg())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// history returns the thread's events, oldest first, as "event:outcome".
+func (h *harness) history(psid string) []engine.HistoryEntry {
+	h.t.Helper()
+	hs, err := h.store.History(ctx, key(psid), 0, 1000)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	for i, j := 0, len(hs)-1; i < j; i, j = i+1, j-1 {
+		hs[i], hs[j] = hs[j], hs[i]
+	}
+	return hs
+}
+
+// fakeClock is a clock tests move by hand, shared by the engine and the
+// simulator.
+type fakeClock struct {
+	mu      sync.Mutex
+	now     time.Time
+	waiters []fakeWaiter
+}
+
+type fakeWaiter struct {
+	at time.Time
+	ch chan time.Time
+}
+
+func newFakeClock() *fakeClock {
+	return &fakeClock{now: time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)}
+}
+
+func (c *fakeClock) Now() time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.now
+}
+
+func (c *fakeClock) After(d time.Duration) <-chan time.Time {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ch := make(chan time.Time, 1)
+	if d <= 0 {
+		ch <- c.now
+		return ch
+	}
+	c.waiters = append(c.waiters, fakeWaiter{at: c.now.Add(d), ch: ch})
+	return ch
+}
+
+func (c *fakeClock) Advance(d time.Duration) {
+	c.mu.Lock()
+	c.now = c.now.Add(d)
+	keep := c.waiters[:0]
+	for _, w := range c.waiters {
+		if !w.at.After(c.now) {
+			w.ch <- c.now
+		} else {
+			keep = append(keep, w)
+		}
+	}
+	c.waiters = keep
+	c.mu.Unlock()
+}
+
+func bytesContains(b []byte, s string) bool { return strings.Contains(string(b), s) }
+
+func simFault(call string) sim.Fault { return sim.Fault{Call: call, Status: 500, Count: 1} }

@@ -1,0 +1,102 @@
+package engine
+
+import (
+	"context"
+
+	"github.com/threadctl/threadctl/states"
+)
+
+// timerDue fires a durable timer's event in the background.
+func (e *Engine) timerDue(t Timer) {
+	ev := states.RequestExpired
+	if t.Kind == TimerControl {
+		ev = states.ControlExpired
+	}
+	e.background(func(ctx context.Context) {
+		res, err := e.Apply(ctx, Input{Event: ev, Key: t.Key, Cause: CauseTimer, timer: &t})
+		if err != nil {
+			e.log.Warn("timer event failed", "thread", t.Key, "event", ev, "err", err)
+			return
+		}
+		if res.Outcome != OutcomeStale {
+			e.log.Info("timer event", "thread", t.Key, "event", ev, "outcome", res.Outcome, "from", res.From, "to", res.To)
+		}
+	})
+}
+
+// recover settles what a crash left in flight: every Graph call intent is
+// resolved by asking Meta who owns the thread (owner_observed), and threads
+// with queued contents resume sending them (or ask for control again).
+// Intents Meta cannot be asked about now are retried in the background.
+func (e *Engine) recover(ctx context.Context) error {
+	intents, err := e.store.Intents(ctx)
+	if err != nil {
+		return storeError(err, "loading intents")
+	}
+	var left []Intent
+	for _, in := range intents {
+		if err := e.resolveIntent(ctx, in); err != nil {
+			e.log.Warn("could not resolve a Graph call left by a crash; will retry", "thread", in.Key, "call", in.Call, "err", err)
+			left = append(left, in)
+		}
+	}
+	if len(left) > 0 {
+		e.background(func(ctx context.Context) { e.retryIntents(ctx, left) })
+	}
+	queued, err := e.store.QueuedThreads(ctx)
+	if err != nil {
+		return storeError(err, "loading queues")
+	}
+	for _, key := range queued {
+		e.resumeQueue(ctx, key)
+	}
+	return nil
+}
+
+func (e *Engine) resolveIntent(ctx context.Context, in Intent) error {
+	unlock := e.locks.lock(in.Key)
+	defer unlock()
+	res, err := e.observeOwner(ctx, in.Key, CauseRecovery, true)
+	if err != nil {
+		return err
+	}
+	e.log.Info("resolved a Graph call left by a crash", "thread", in.Key, "call", in.Call, "event", in.Event, "state", res.To)
+	return nil
+}
+
+func (e *Engine) retryIntents(ctx context.Context, left []Intent) {
+	for len(left) > 0 {
+		select {
+		case <-ctx.Done():
+			return
+		case <-e.clock.After(e.cfg.RetryDelay):
+		}
+		var still []Intent
+		for _, in := range left {
+			if err := e.resolveIntent(ctx, in); err != nil {
+				still = append(still, in)
+			}
+		}
+		left = still
+	}
+}
+
+// resumeQueue sends a thread's queue if RingCX owns it, or asks for control
+// if nothing is on the way.
+func (e *Engine) resumeQueue(ctx context.Context, key ThreadKey) {
+	t, err := e.store.Thread(ctx, key)
+	if err != nil {
+		e.log.Warn("queued contents of an unreadable thread", "thread", key, "err", err)
+		return
+	}
+	switch t.State {
+	case states.Agent:
+		e.scheduleFlush(key)
+	case states.Bot, states.Idle:
+		e.background(func(ctx context.Context) {
+			if _, err := e.Apply(ctx, Input{Event: states.AgentEngage, Key: key, Cause: CauseRecovery}); err != nil {
+				e.log.Warn("asking for control for queued contents failed", "thread", key, "err", err)
+			}
+		})
+	}
+}
