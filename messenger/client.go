@@ -46,7 +46,7 @@ type Client struct {
 	Version    string
 	HTTP       *http.Client
 	Timeout    time.Duration // per attempt
-	MaxRetries int
+	MaxRetries int           // 0: DefaultMaxRetries; negative: none
 	Backoff    time.Duration
 
 	// Credentials returns the token of the app for a page; ok is false for a
