@@ -201,6 +201,9 @@ func (e *Engine) SetPage(ctx context.Context, p Page) error {
 	return nil
 }
 
+// ValidatePage checks a page's settings.
+func ValidatePage(p Page) error { return validatePage(&p) }
+
 func validatePage(p *Page) error {
 	switch {
 	case p.ID == "" || !isDigits(p.ID):
@@ -382,4 +385,12 @@ func newID(now time.Time) string {
 		panic(fmt.Sprintf("crypto/rand: %v", err))
 	}
 	return hex.EncodeToString(b[:])
+}
+
+// Ping reports whether the store answers, for readiness checks.
+func (e *Engine) Ping(ctx context.Context) error {
+	if _, err := e.store.StateCounts(ctx); err != nil {
+		return storeError(err, "reading the store")
+	}
+	return nil
 }

@@ -1,0 +1,235 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/threadctl/threadctl/engine"
+	"github.com/threadctl/threadctl/messenger"
+	"github.com/threadctl/threadctl/messenger/sim"
+	"github.com/threadctl/threadctl/server"
+	"github.com/threadctl/threadctl/states"
+	"github.com/threadctl/threadctl/store"
+)
+
+// App is a running threadctl: the store, the engine, the HTTP server and,
+// without real pages, the simulator wired to it.
+type App struct {
+	cfg *Config
+	log *slog.Logger
+
+	store  *store.DB
+	engine *engine.Engine
+	server *server.Server
+	sim    *sim.Sim
+
+	httpLn, simLn net.Listener
+	simHTTP       *http.Server
+	done          chan error
+}
+
+// Start opens everything and serves; Addr and SimURL tell where.
+func Start(ctx context.Context, cfg *Config, log *slog.Logger) (*App, error) {
+	a := &App{cfg: cfg, log: log, done: make(chan error, 2)}
+	if err := a.start(ctx); err != nil {
+		a.Close(context.Background())
+		return nil, err
+	}
+	return a, nil
+}
+
+func (a *App) start(ctx context.Context) error {
+	cfg := a.cfg
+	pages := cfg.Pages
+	if cfg.demo() {
+		pages = demoPages(cfg.DemoPrimary, cfg.PendingTimeout)
+	}
+	var err error
+	if a.httpLn, err = net.Listen("tcp", cfg.Addr); err != nil {
+		return fmt.Errorf("listening on %s: %w", cfg.Addr, err)
+	}
+	graphURL := cfg.Graph.BaseURL
+	if cfg.simEnabled() {
+		if a.simLn, err = net.Listen("tcp", cfg.SimAddr); err != nil {
+			return fmt.Errorf("listening on %s for the simulator: %w", cfg.SimAddr, err)
+		}
+		a.sim = sim.New(sim.Options{Logger: a.log.With("component", "sim")})
+		a.simHTTP = &http.Server{Handler: a.sim.Handler(), ReadHeaderTimeout: 5 * time.Second}
+		go func() { a.done <- serveErr(a.simHTTP.Serve(a.simLn)) }()
+		if graphURL == "" {
+			graphURL = a.SimURL()
+		}
+	}
+
+	if a.store, err = store.Open(cfg.DataDir, store.Options{}); err != nil {
+		return err
+	}
+	creds := map[string]messenger.Credentials{}
+	var secrets []string
+	for _, p := range pages {
+		creds[p.PageID] = messenger.Credentials{AccessToken: p.PageToken, AppSecret: p.RingCXAppSecret}
+		secrets = append(secrets, p.RingCXAppSecret)
+	}
+	graph := &messenger.Client{
+		BaseURL: graphURL, Version: cfg.Graph.Version, Timeout: cfg.Graph.Timeout,
+		HTTP: &http.Client{Timeout: 2 * cfg.Graph.Timeout},
+		Credentials: func(page string) (messenger.Credentials, bool) {
+			c, ok := creds[page]
+			return c, ok
+		},
+	}
+	a.engine, err = engine.New(engine.Config{
+		Store: a.store, Graph: graph, Logger: a.log.With("component", "engine"),
+		PendingTimeout: cfg.PendingTimeout,
+	})
+	if err != nil {
+		return err
+	}
+	for _, p := range pages {
+		ep, err := p.enginePage(cfg.PendingTimeout)
+		if err != nil {
+			return err
+		}
+		if err := a.engine.SetPage(ctx, ep); err != nil {
+			return err
+		}
+	}
+	if err := a.engine.Start(ctx); err != nil {
+		return err
+	}
+	if a.sim != nil {
+		if err := a.configureSim(pages); err != nil {
+			return err
+		}
+	}
+	a.server, err = server.New(server.Config{
+		Engine: a.engine, APITokens: cfg.APITokens, VerifyToken: cfg.Webhook.VerifyToken,
+		WebhookSecrets: secrets, Logger: a.log.With("component", "http"),
+		Ready: a.engine.Ping,
+	})
+	if err != nil {
+		return err
+	}
+	go func() { a.done <- a.server.Serve(a.httpLn) }()
+	a.log.Info("threadctl serving", "addr", a.httpLn.Addr().String(), "data_dir", cfg.DataDir, "pages", len(pages), "graph", graphURL)
+	if a.sim != nil {
+		a.log.Info("messenger simulator serving", "addr", a.simLn.Addr().String(), "demo", cfg.demo(), "primary", cfg.DemoPrimary)
+	}
+	return nil
+}
+
+func serveErr(err error) error {
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// configureSim gives the simulator each page, with the RingCX app's webhooks
+// pointed at this service and a reference bot per bot app.
+func (a *App) configureSim(pages []PageConfig) error {
+	callback := "http://" + loopback(a.httpLn.Addr()) + "/webhooks/messenger"
+	for _, p := range pages {
+		pc := sim.PageConfig{PageID: p.PageID, Mode: "hop_v2"}
+		switch states.Primary(p.Primary) {
+		case states.PrimaryBot:
+			pc.PrimaryAppID = p.BotAppIDs[0]
+		case states.PrimaryRingCX:
+			pc.PrimaryAppID = p.RingCXAppID
+		}
+		pc.Apps = append(pc.Apps, sim.AppConfig{
+			AppID: p.RingCXAppID, Name: "RingCX", AccessToken: p.PageToken, AppSecret: p.RingCXAppSecret,
+			CallbackURL: callback, VerifyToken: a.cfg.Webhook.VerifyToken,
+			Fields: []string{"messages", "messaging_handovers", "standby"},
+		})
+		for i, id := range p.BotAppIDs {
+			token, secret := "bot-"+id+"-page-token", "bot-"+id+"-secret"
+			if p.PageID == demoPageID && id == demoBotAppID {
+				token, secret = demoBotToken, demoBotSecret
+			}
+			pc.Apps = append(pc.Apps, sim.AppConfig{
+				AppID: id, Name: fmt.Sprintf("Bot %d", i+1), AccessToken: token, AppSecret: secret,
+				Fields: []string{"messages", "messaging_handovers", "standby"},
+				Bot:    &sim.BotConfig{HonorRequests: true, Reply: "echo"},
+			})
+		}
+		if err := a.sim.PutPage(pc); err != nil {
+			return fmt.Errorf("simulator page %s: %w", p.PageID, err)
+		}
+	}
+	return nil
+}
+
+// loopback is addr with an unspecified host replaced by 127.0.0.1.
+func loopback(addr net.Addr) string {
+	host, port, _ := net.SplitHostPort(addr.String())
+	if ip := net.ParseIP(host); host == "" || ip == nil || ip.IsUnspecified() {
+		host = "127.0.0.1"
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// Addr is the HTTP address threadctl listens on.
+func (a *App) Addr() string { return a.httpLn.Addr().String() }
+
+// SimURL is the simulator's base URL, or "".
+func (a *App) SimURL() string {
+	if a.simLn == nil {
+		return ""
+	}
+	return "http://" + loopback(a.simLn.Addr())
+}
+
+// Wait returns when a server stops on its own (an error) or ctx ends.
+func (a *App) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-a.done:
+		return err
+	}
+}
+
+// Close shuts down in order: HTTP (waiting for requests in flight), the
+// engine (timers, background sends), the simulator, then the store.
+func (a *App) Close(ctx context.Context) error {
+	var errs []error
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if a.server != nil {
+		errs = append(errs, a.server.Shutdown(ctx))
+	} else if a.httpLn != nil {
+		a.httpLn.Close()
+	}
+	if a.engine != nil {
+		a.engine.Close()
+	}
+	if a.simHTTP != nil {
+		errs = append(errs, a.simHTTP.Shutdown(ctx))
+	} else if a.simLn != nil {
+		a.simLn.Close()
+	}
+	if a.sim != nil {
+		a.sim.Close()
+	}
+	if a.store != nil {
+		errs = append(errs, a.store.Close())
+	}
+	return errors.Join(errs...)
+}
+
+func newLogger(cfg *Config, w interface{ Write([]byte) (int, error) }) *slog.Logger {
+	var level slog.Level
+	level.UnmarshalText([]byte(strings.ToUpper(cfg.LogLevel)))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,244 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/threadctl/threadctl/messenger/sim"
+	"github.com/threadctl/threadctl/server"
+	"github.com/threadctl/threadctl/states"
+	"github.com/threadctl/threadctl/store"
+)
+
+func envOr(name, def string) string {
+	if v, ok := os.LookupEnv(name); ok {
+		return v
+	}
+	return def
+}
+
+// cmdSim runs the simulator alone, with the demo page whose RingCX webhooks
+// go to --callback.
+func cmdSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	addr := fs.String("addr", envOr("THREADCTL_SIM_ADDR", "127.0.0.1:8081"), "listen address")
+	callback := fs.String("callback", "http://127.0.0.1:8080/webhooks/messenger", "the RingCX app's webhook URL on the demo page")
+	primary := fs.String("demo-primary", "bot", "primary app of the demo page: bot, ringcx or none")
+	noDemo := fs.Bool("no-demo", false, "start without the demo page (configure pages with PUT /_sim/pages/{id})")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	p, err := states.ParsePrimary(*primary)
+	if err != nil {
+		return fmt.Errorf("--demo-primary: %w", err)
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	s := sim.New(sim.Options{Logger: log})
+	defer s.Close()
+	if !*noDemo {
+		pc := demoSimPage(p, *callback)
+		if err := s.PutPage(pc); err != nil {
+			return err
+		}
+	}
+	ln, err := net.Listen("tcp", *addr)
+	if err != nil {
+		return err
+	}
+	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	log.Info("messenger simulator serving", "addr", ln.Addr().String(), "demo", !*noDemo)
+	return serveErr(srv.Serve(ln))
+}
+
+// demoSimPage is the demo page of SPEC.md §7 as the simulator sees it.
+func demoSimPage(p states.Primary, callback string) sim.PageConfig {
+	pc := sim.PageConfig{PageID: demoPageID, Mode: "hop_v2"}
+	switch p {
+	case states.PrimaryBot:
+		pc.PrimaryAppID = demoBotAppID
+	case states.PrimaryRingCX:
+		pc.PrimaryAppID = demoRingCXAppID
+	}
+	fields := []string{"messages", "messaging_handovers", "standby"}
+	pc.Apps = []sim.AppConfig{
+		{AppID: demoRingCXAppID, Name: "RingCX", AccessToken: demoRingCXToken, AppSecret: demoRingCXSec, CallbackURL: callback, VerifyToken: demoVerifyToken, Fields: fields},
+		{AppID: demoBotAppID, Name: "Bot", AccessToken: demoBotToken, AppSecret: demoBotSecret, Fields: fields, Bot: &sim.BotConfig{HonorRequests: true, Reply: "echo"}},
+	}
+	return pc
+}
+
+// cmdCheck verifies the bbolt file.
+func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("check", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	dir := fs.String("data-dir", envOr("THREADCTL_DATA_DIR", "./data"), "directory of the bbolt file")
+	if err := parseFlags(fs, args); err != nil {
+		return err
+	}
+	path := *dir + "/" + store.FileName
+	if _, err := os.Stat(path); err != nil {
+		return fmt.Errorf("no store at %s: %w", path, err)
+	}
+	db, err := store.Open(*dir, store.Options{OpenTimeout: time.Second})
+	if err != nil {
+		return fmt.Errorf("%w (stop the service first: check needs the file to itself)", err)
+	}
+	defer db.Close()
+	problems, err := db.Check()
+	if err != nil {
+		return err
+	}
+	counts, _ := db.StateCounts(ctx)
+	if len(problems) > 0 {
+		fmt.Fprintf(stdout, "%s: %d problem(s):\n", path, len(problems))
+		for _, p := range problems {
+			fmt.Fprintln(stdout, "  "+p)
+		}
+		return exitError{code: 1}
+	}
+	total := 0
+	for _, n := range counts {
+		total += n
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d threads: %d idle, %d bot, %d agent, %d pending-request)\n", path, total,
+		counts[states.Idle], counts[states.Bot], counts[states.Agent], counts[states.Pending])
+	return nil
+}
+
+// cmdInspect prints one thread as the running service sees it.
+func cmdInspect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	srv := fs.String("server", envOr("THREADCTL_SERVER", "http://127.0.0.1:8080"), "threadctl's base URL")
+	token := fs.String("token", envOr("THREADCTL_TOKEN", demoAPIToken), "API token")
+	page := fs.String("page-id", "", "the page, when the identity is on several")
+	limit := fs.Int("limit", 20, "how many transitions to show")
+	asJSON := fs.Bool("json", false, "print the debug endpoint's JSON")
+	// Flags may come after the identity.
+	var ids []string
+	rest := args
+	for len(rest) > 0 {
+		if err := parseFlags(fs, rest); err != nil {
+			return err
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		ids = append(ids, fs.Arg(0))
+		rest = fs.Args()[1:]
+	}
+	if len(ids) != 1 {
+		return fmt.Errorf("give one identity_foreign_id: threadctl inspect <identity_foreign_id> [--server URL]")
+	}
+	q := url.Values{"limit": {fmt.Sprint(*limit)}}
+	if *page != "" {
+		q.Set("page_id", *page)
+	}
+	u := strings.TrimRight(*srv, "/") + "/debug/threads/" + url.PathEscape(ids[0]) + "?" + q.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+*token)
+	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return fmt.Errorf("is threadctl running at %s? %w", *srv, err)
+	}
+	defer resp.Body.Close()
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		var env server.Envelope
+		if json.Unmarshal(body, &env) == nil && env.Message != "" {
+			return fmt.Errorf("%d: %s", resp.StatusCode, env.Message)
+		}
+		return fmt.Errorf("%s: %s", resp.Status, body)
+	}
+	if *asJSON {
+		_, err := stdout.Write(append(body, '\n'))
+		return err
+	}
+	var v server.ThreadView
+	if err := json.Unmarshal(body, &v); err != nil {
+		return err
+	}
+	printThread(stdout, v)
+	return nil
+}
+
+func printThread(w io.Writer, v server.ThreadView) {
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	owner := v.OwnerAppID
+	if owner == "" {
+		owner = "-"
+	}
+	fmt.Fprintf(tw, "identity\t%s (page %s)\n", v.IdentityForeignID, v.PageID)
+	fmt.Fprintf(tw, "state\t%s\n", v.State)
+	fmt.Fprintf(tw, "owner app\t%s\n", owner)
+	fmt.Fprintf(tw, "primary\t%s\n", v.Primary)
+	fmt.Fprintf(tw, "revision\t%d\n", v.Revision)
+	if v.Intervention != nil {
+		fmt.Fprintf(tw, "intervention\t%s (open)\n", v.Intervention.ID)
+	} else {
+		fmt.Fprintf(tw, "intervention\t-\n")
+	}
+	if p := v.PendingRequest; p != nil {
+		fmt.Fprintf(tw, "pending request\tsince %s, deadline %s (%s)\n", p.RequestedAt.Format(time.RFC3339), p.Deadline.Format(time.RFC3339), p.Reason)
+	}
+	if v.ControlExpiresAt != nil {
+		fmt.Fprintf(tw, "control expires\t%s\n", v.ControlExpiresAt.Format(time.RFC3339))
+	}
+	fmt.Fprintf(tw, "queued contents\t%d\n", len(v.QueuedContents))
+	for _, c := range v.QueuedContents {
+		fmt.Fprintf(tw, "\t%s %q\n", c.ID, c.Body)
+	}
+	evs := make([]string, len(v.AvailableEvents))
+	for i, e := range v.AvailableEvents {
+		evs[i] = string(e)
+	}
+	fmt.Fprintf(tw, "available events\t%s\n", strings.Join(evs, ", "))
+	tw.Flush()
+	fmt.Fprintln(w, "\ntransitions (newest first):")
+	tw = tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "REV\tTIME\tEVENT\tCAUSE\tFROM → TO\tOUTCOME\tGRAPH CALLS")
+	for _, t := range v.Transitions {
+		ev := string(t.Event)
+		if t.Observed != "" {
+			ev += "(" + string(t.Observed) + ")"
+		}
+		var calls []string
+		for _, c := range t.Calls {
+			s := c.Call
+			if c.Target != "" {
+				s += "→" + c.Target
+			}
+			calls = append(calls, s+":"+c.Outcome)
+		}
+		outcome := t.Outcome
+		if t.Reason != "" {
+			outcome += " (" + t.Reason + ")"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s → %s\t%s\t%s\n", t.Revision, t.At.Format("15:04:05.000"), ev, t.Cause, t.From, t.To, outcome, strings.Join(calls, ", "))
+	}
+	tw.Flush()
+}

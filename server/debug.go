@@ -1,0 +1,218 @@
+package server
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/labstack/echo/v4"
+
+	"github.com/threadctl/threadctl/engine"
+	"github.com/threadctl/threadctl/states"
+)
+
+// ThreadView is a thread as the debug endpoint shows it.
+type ThreadView struct {
+	IdentityForeignID string            `json:"identity_foreign_id"`
+	PageID            string            `json:"page_id"`
+	State             states.State      `json:"state"`
+	OwnerAppID        string            `json:"owner_app_id"`
+	Primary           states.Primary    `json:"primary"`
+	PrimaryAtLast     states.Primary    `json:"primary_at_last_transition"`
+	Revision          uint64            `json:"revision"`
+	Intervention      *InterventionRef  `json:"intervention"`
+	PendingRequest    *PendingView      `json:"pending_request"`
+	QueuedContents    []ContentView     `json:"queued_contents"`
+	AvailableEvents   []states.Event    `json:"available_events"`
+	LastActivityAt    time.Time         `json:"last_activity_at"`
+	ControlExpiresAt  *time.Time        `json:"control_expires_at"`
+	CreatedAt         time.Time         `json:"created_at"`
+	UpdatedAt         time.Time         `json:"updated_at"`
+	Transitions       []TransitionView  `json:"transitions,omitempty"`
+	NextBefore        uint64            `json:"transitions_before,omitempty"`
+	Links             map[string]string `json:"links,omitempty"`
+}
+
+// InterventionRef names a thread's open intervention.
+type InterventionRef struct {
+	ID string `json:"id"`
+}
+
+// PendingView is a thread's outstanding request for control.
+type PendingView struct {
+	RequestedAt time.Time `json:"requested_at"`
+	Deadline    time.Time `json:"deadline"`
+	Reason      string    `json:"reason"`
+}
+
+// TransitionView is one history entry.
+type TransitionView struct {
+	Revision uint64          `json:"revision"`
+	At       time.Time       `json:"at"`
+	Event    states.Event    `json:"event"`
+	Observed states.Observed `json:"observed,omitempty"`
+	Cause    string          `json:"cause"`
+	From     states.State    `json:"from"`
+	To       states.State    `json:"to"`
+	Owner    string          `json:"owner_app_id,omitempty"`
+	Primary  states.Primary  `json:"primary"`
+	Outcome  string          `json:"outcome"`
+	Reason   string          `json:"reason,omitempty"`
+	Calls    []CallView      `json:"graph_calls,omitempty"`
+	MetaTime *time.Time      `json:"meta_timestamp,omitempty"`
+}
+
+// CallView is one Graph API call of a transition.
+type CallView struct {
+	Call       string  `json:"call"`
+	Target     string  `json:"target_app_id,omitempty"`
+	Outcome    string  `json:"outcome"`
+	Error      string  `json:"error,omitempty"`
+	DurationMS float64 `json:"duration_ms"`
+}
+
+func threadView(t engine.Thread, page engine.Page) ThreadView {
+	v := ThreadView{
+		IdentityForeignID: t.PSID, PageID: t.PageID, State: t.State, OwnerAppID: t.Owner,
+		Primary: page.Primary, PrimaryAtLast: t.Primary, Revision: t.Revision,
+		AvailableEvents: states.Available(page.Primary, t.State),
+		LastActivityAt:  t.LastActivity, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt,
+		QueuedContents: []ContentView{},
+	}
+	if t.Intervention != "" {
+		v.Intervention = &InterventionRef{ID: t.Intervention}
+	}
+	if p := t.Pending; p != nil {
+		v.PendingRequest = &PendingView{RequestedAt: p.RequestedAt, Deadline: p.Deadline, Reason: p.Reason}
+	}
+	if !t.ControlExpires.IsZero() {
+		exp := t.ControlExpires
+		v.ControlExpiresAt = &exp
+	}
+	return v
+}
+
+func transitionView(h engine.HistoryEntry) TransitionView {
+	v := TransitionView{Revision: h.Revision, At: h.At, Event: h.Event, Observed: h.Observed, Cause: h.Cause,
+		From: h.From, To: h.To, Owner: h.Owner, Primary: h.Primary, Outcome: h.Outcome, Reason: h.Reason}
+	for _, c := range h.Calls {
+		v.Calls = append(v.Calls, CallView{Call: c.Call, Target: c.Target, Outcome: c.Outcome, Error: c.Error, DurationMS: float64(c.Duration.Microseconds()) / 1000})
+	}
+	if !h.MetaTime.IsZero() {
+		mt := h.MetaTime
+		v.MetaTime = &mt
+	}
+	return v
+}
+
+// ThreadDetail reads everything the debug views show about one thread.
+func ThreadDetail(c echo.Context, eng *engine.Engine, key engine.ThreadKey, limit int, before uint64) (ThreadView, error) {
+	ctx := c.Request().Context()
+	t, err := eng.Thread(ctx, key)
+	if err != nil {
+		return ThreadView{}, err
+	}
+	page, _ := eng.Page(key.PageID)
+	v := threadView(t, page)
+	queued, err := eng.Queue(ctx, key)
+	if err != nil {
+		return v, err
+	}
+	for _, ct := range queued {
+		v.QueuedContents = append(v.QueuedContents, contentView(ct))
+	}
+	hist, err := eng.History(ctx, key, before, limit)
+	if err != nil {
+		return v, err
+	}
+	for _, h := range hist {
+		v.Transitions = append(v.Transitions, transitionView(h))
+	}
+	if n := len(hist); n == limit && hist[n-1].Revision > 1 {
+		v.NextBefore = hist[n-1].Revision
+	}
+	return v, nil
+}
+
+func intParam(c echo.Context, name string, def, max int) (int, error) {
+	s := c.QueryParam(name)
+	if s == "" {
+		return def, nil
+	}
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 || n > max {
+		return 0, badRequest("%s=%q must be a number from 1 to %d", name, s, max)
+	}
+	return n, nil
+}
+
+// getThread is GET /debug/threads/{identity_foreign_id}[?page_id=&limit=&before=].
+func (s *Server) getThread(c echo.Context) error {
+	key, err := s.identity(c, c.Param("identity_foreign_id"))
+	if err != nil {
+		return err
+	}
+	limit, err := intParam(c, "limit", 20, 500)
+	if err != nil {
+		return err
+	}
+	var before uint64
+	if b := c.QueryParam("before"); b != "" {
+		if before, err = strconv.ParseUint(b, 10, 64); err != nil {
+			return badRequest("before=%q must be a revision number", b)
+		}
+	}
+	v, err := ThreadDetail(c, s.cfg.Engine, key, limit, before)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, v)
+}
+
+// ThreadList is a page of the thread list.
+type ThreadList struct {
+	Threads    []ThreadView `json:"threads"`
+	NextCursor string       `json:"next_cursor,omitempty"`
+}
+
+// listThreads is GET /debug/threads?state=&page_id=&cursor=&limit=.
+func (s *Server) listThreads(c echo.Context) error {
+	f, err := ListFilter(c)
+	if err != nil {
+		return err
+	}
+	list, err := ListThreads(c, s.cfg.Engine, f)
+	if err != nil {
+		return err
+	}
+	return c.JSON(http.StatusOK, list)
+}
+
+// ListFilter reads the thread list's query parameters.
+func ListFilter(c echo.Context) (engine.ListFilter, error) {
+	f := engine.ListFilter{PageID: c.QueryParam("page_id"), After: c.QueryParam("cursor")}
+	if st := c.QueryParam("state"); st != "" {
+		parsed, err := states.ParseState(st)
+		if err != nil {
+			return f, badRequest("state: %v", err)
+		}
+		f.State = parsed
+	}
+	limit, err := intParam(c, "limit", 50, 500)
+	f.Limit = limit
+	return f, err
+}
+
+// ListThreads reads one page of the thread list.
+func ListThreads(c echo.Context, eng *engine.Engine, f engine.ListFilter) (ThreadList, error) {
+	threads, next, err := eng.ListThreads(c.Request().Context(), f)
+	if err != nil {
+		return ThreadList{}, err
+	}
+	out := ThreadList{Threads: []ThreadView{}, NextCursor: next}
+	for _, t := range threads {
+		page, _ := eng.Page(t.PageID)
+		out.Threads = append(out.Threads, threadView(t, page))
+	}
+	return out, nil
+}

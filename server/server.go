@@ -1,0 +1,220 @@
+// Package server is threadctl's HTTP front end (Echo): the RingCX Bots API,
+// the agent-side API, Meta's webhooks, inspection and operations endpoints.
+// Nothing else in threadctl imports Echo.
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/labstack/echo/v4"
+	"github.com/labstack/echo/v4/middleware"
+
+	"github.com/threadctl/threadctl/engine"
+)
+
+// Config wires a server.
+type Config struct {
+	Engine *engine.Engine
+	// APITokens are accepted by the Bots API, the agent API, /debug and
+	// /diagrams, as ?access_token= or Authorization: Bearer.
+	APITokens []string
+	// VerifyToken answers Meta's webhook verification handshake.
+	VerifyToken string
+	// WebhookSecrets are the app secrets a webhook signature may be made with
+	// (the RingCX app of each page).
+	WebhookSecrets []string
+	// Ready reports whether the service can serve (store reachable); nil is
+	// always ready.
+	Ready func(ctx context.Context) error
+	// Metrics serves /metrics when set.
+	Metrics http.Handler
+	// Extra registers more routes (diagrams, the debug page) on the
+	// authenticated group.
+	Extra func(g Router)
+	// Observe, if set, is called after each request with its route pattern,
+	// status and duration.
+	Observe func(route, method string, status int, d time.Duration)
+	Logger  *slog.Logger
+	// BodyLimit caps request bodies (default 1 MiB).
+	BodyLimit int64
+}
+
+// Router is where extra routes are registered.
+type Router interface {
+	GET(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) *echo.Route
+}
+
+// Server is the HTTP front end.
+type Server struct {
+	cfg  Config
+	echo *echo.Echo
+	log  *slog.Logger
+	http *http.Server
+}
+
+// New builds the server and its routes.
+func New(cfg Config) (*Server, error) {
+	if cfg.Engine == nil {
+		return nil, errors.New("server: Engine is required")
+	}
+	if len(cfg.APITokens) == 0 {
+		return nil, errors.New("server: at least one API token is required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if cfg.BodyLimit <= 0 {
+		cfg.BodyLimit = 1 << 20
+	}
+	s := &Server{cfg: cfg, log: cfg.Logger}
+	e := echo.New()
+	e.HideBanner, e.HidePort = true, true
+	e.HTTPErrorHandler = s.handleError
+	e.Use(middleware.RequestIDWithConfig(middleware.RequestIDConfig{
+		Generator: func() string { return newRequestID() },
+	}))
+	e.Use(s.accessLog)
+	e.Use(middleware.RecoverWithConfig(middleware.RecoverConfig{LogErrorFunc: func(c echo.Context, err error, stack []byte) error {
+		s.log.Error("panic", "err", err, "request_id", requestID(c), "stack", string(stack))
+		return err
+	}}))
+	e.Use(s.bodyLimit)
+
+	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, okBody) })
+	e.GET("/readyz", s.readyz)
+	if cfg.Metrics != nil {
+		e.GET("/metrics", echo.WrapHandler(cfg.Metrics))
+	}
+	e.GET("/webhooks/messenger", s.webhookVerify)
+	e.POST("/webhooks/messenger", s.webhookReceive)
+
+	api := e.Group("", s.auth)
+	api.POST("/1.0/bots/handover", s.handover)
+	api.POST("/1.0/interventions", s.openIntervention)
+	api.PUT("/1.0/interventions/:id/close", s.closeIntervention)
+	api.GET("/1.0/interventions/:id", s.getIntervention)
+	api.POST("/1.0/contents", s.createContent)
+	api.GET("/1.0/contents/:id", s.getContent)
+	api.GET("/debug/threads", s.listThreads)
+	api.GET("/debug/threads/:identity_foreign_id", s.getThread)
+	if cfg.Extra != nil {
+		cfg.Extra(api)
+	}
+	s.echo = e
+	return s, nil
+}
+
+// Handler is the server's HTTP handler.
+func (s *Server) Handler() http.Handler { return s.echo }
+
+// Serve serves HTTP on l until Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	s.http = &http.Server{
+		Handler:           s.echo,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		// Graph calls (with retries) are made while a request waits.
+		WriteTimeout: 60 * time.Second,
+		IdleTimeout:  120 * time.Second,
+		ErrorLog:     slog.NewLogLogger(s.log.Handler(), slog.LevelWarn),
+	}
+	err := s.http.Serve(l)
+	if errors.Is(err, http.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting requests and waits for those in flight.
+func (s *Server) Shutdown(ctx context.Context) error {
+	if s.http == nil {
+		return nil
+	}
+	return s.http.Shutdown(ctx)
+}
+
+var okBody = Envelope{Status: http.StatusOK, Message: "Success"}
+
+func (s *Server) readyz(c echo.Context) error {
+	if s.cfg.Ready != nil {
+		if err := s.cfg.Ready(c.Request().Context()); err != nil {
+			return &apiError{status: http.StatusServiceUnavailable, msg: "not ready: " + err.Error()}
+		}
+	}
+	return c.JSON(http.StatusOK, okBody)
+}
+
+// auth accepts an API token as ?access_token= or Authorization: Bearer.
+func (s *Server) auth(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		token := c.QueryParam("access_token")
+		if h := c.Request().Header.Get(echo.HeaderAuthorization); h != "" {
+			bearer, ok := strings.CutPrefix(h, "Bearer ")
+			if !ok {
+				return &apiError{status: http.StatusUnauthorized, msg: "the Authorization header must be \"Bearer <access_token>\""}
+			}
+			token = strings.TrimSpace(bearer)
+		}
+		if token == "" {
+			return &apiError{status: http.StatusUnauthorized, msg: "missing access token: pass ?access_token=<token> or an Authorization: Bearer <token> header"}
+		}
+		for _, t := range s.cfg.APITokens {
+			if subtle.ConstantTimeCompare([]byte(t), []byte(token)) == 1 {
+				return next(c)
+			}
+		}
+		return &apiError{status: http.StatusUnauthorized, msg: "invalid access token: check the token configured in threadctl's api_tokens"}
+	}
+}
+
+func (s *Server) bodyLimit(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		r := c.Request()
+		if r.ContentLength > s.cfg.BodyLimit {
+			return &apiError{status: http.StatusRequestEntityTooLarge, msg: fmt.Sprintf("request body of %d bytes is over the limit of %d bytes", r.ContentLength, s.cfg.BodyLimit)}
+		}
+		r.Body = http.MaxBytesReader(c.Response(), r.Body, s.cfg.BodyLimit)
+		return next(c)
+	}
+}
+
+func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
+	return func(c echo.Context) error {
+		start := time.Now()
+		err := next(c)
+		if err != nil {
+			// Let the error handler write the response, so the status is known.
+			c.Error(err)
+		}
+		status := c.Response().Status
+		route := c.Path()
+		if route == "" {
+			route = "unmatched"
+		}
+		d := time.Since(start)
+		if s.cfg.Observe != nil {
+			s.cfg.Observe(route, c.Request().Method, status, d)
+		}
+		level := slog.LevelInfo
+		if status >= 500 {
+			level = slog.LevelError
+		} else if route == "/healthz" || route == "/readyz" || route == "/metrics" {
+			level = slog.LevelDebug
+		}
+		s.log.Log(c.Request().Context(), level, "http request",
+			"request_id", requestID(c), "method", c.Request().Method, "route", route,
+			"status", status, "duration_ms", float64(d.Microseconds())/1000, "remote", c.RealIP())
+		return nil
+	}
+}
+
+func requestID(c echo.Context) string { return c.Response().Header().Get(echo.HeaderXRequestID) }
