@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= bin/threadctl
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: build run test bench setup fuzz clean
+.PHONY: build run test bench setup docs clean
 
 build:
 	$(GO) build -o $(BIN) .
@@ -19,6 +19,14 @@ test:
 
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=5 ./...
+
+# Redraws the diagrams under docs/ (the workflows by playing them).
+docs: build
+	./$(BIN) diagram --docs docs
+
+# Debian packages some commands and tests use: Graphviz renders SVG diagrams.
+setup:
+	apt-get install -y --no-install-recommends graphviz
 
 clean:
 	rm -rf bin

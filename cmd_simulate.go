@@ -101,6 +101,3 @@ func startPrivate(ctx context.Context, w diagrams.Workflow, stderr io.Writer) (*
 	}, nil
 }
 
-func cmdDiagram(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	return errors.New("diagram: not built yet")
-}
