@@ -100,4 +100,3 @@ func startPrivate(ctx context.Context, w diagrams.Workflow, stderr io.Writer) (*
 		}
 	}, nil
 }
-
