@@ -24,10 +24,11 @@ type App struct {
 	cfg *Config
 	log *slog.Logger
 
-	store  *store.DB
-	engine *engine.Engine
-	server *server.Server
-	sim    *sim.Sim
+	store   *store.DB
+	engine  *engine.Engine
+	metrics *server.Metrics
+	server  *server.Server
+	sim     *sim.Sim
 
 	httpLn, simLn net.Listener
 	simHTTP       *http.Server
@@ -67,9 +68,20 @@ func (a *App) start(ctx context.Context) error {
 		}
 	}
 
-	if a.store, err = store.Open(cfg.DataDir, store.Options{}); err != nil {
+	a.metrics = server.NewMetrics(func() (int, time.Time) {
+		if a.engine == nil {
+			return 0, time.Time{}
+		}
+		return a.engine.PendingRequests()
+	}, time.Now)
+	if a.store, err = store.Open(cfg.DataDir, store.Options{OnCommit: a.metrics.StoreCommit}); err != nil {
 		return err
 	}
+	counts, err := a.store.StateCounts(ctx)
+	if err != nil {
+		return err
+	}
+	a.metrics.SetThreadCounts(counts)
 	creds := map[string]messenger.Credentials{}
 	var secrets []string
 	for _, p := range pages {
@@ -78,7 +90,8 @@ func (a *App) start(ctx context.Context) error {
 	}
 	graph := &messenger.Client{
 		BaseURL: graphURL, Version: cfg.Graph.Version, Timeout: cfg.Graph.Timeout,
-		HTTP: &http.Client{Timeout: 2 * cfg.Graph.Timeout},
+		HTTP:    &http.Client{Timeout: 2 * cfg.Graph.Timeout},
+		Observe: a.metrics.GraphCall,
 		Credentials: func(page string) (messenger.Credentials, bool) {
 			c, ok := creds[page]
 			return c, ok
@@ -86,7 +99,7 @@ func (a *App) start(ctx context.Context) error {
 	}
 	a.engine, err = engine.New(engine.Config{
 		Store: a.store, Graph: graph, Logger: a.log.With("component", "engine"),
-		PendingTimeout: cfg.PendingTimeout,
+		Observer: a.metrics, PendingTimeout: cfg.PendingTimeout,
 	})
 	if err != nil {
 		return err
@@ -111,7 +124,7 @@ func (a *App) start(ctx context.Context) error {
 	a.server, err = server.New(server.Config{
 		Engine: a.engine, APITokens: cfg.APITokens, VerifyToken: cfg.Webhook.VerifyToken,
 		WebhookSecrets: secrets, Logger: a.log.With("component", "http"),
-		Ready: a.engine.Ping,
+		Ready: a.engine.Ping, Metrics: a.metrics,
 	})
 	if err != nil {
 		return err

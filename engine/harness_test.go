@@ -206,7 +206,7 @@ func (h *harness) receive(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	for _, in := range tr.Inputs {
-		if _, err := eng.Apply(r.Context(), in); err != nil && engine.ErrorCode(err) != engine.CodeMeta {
+		if _, err := eng.Apply(r.Context(), in.Input); err != nil && engine.ErrorCode(err) != engine.CodeMeta {
 			h.fail(err)
 			http.Error(w, err.Error(), http.StatusServiceUnavailable)
 			return

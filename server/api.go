@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"strconv"
 	"strings"
 	"time"
 
@@ -12,7 +13,19 @@ import (
 )
 
 // handover is POST /1.0/bots/handover, the RingCX Bots API.
-func (s *Server) handover(c echo.Context) error {
+func (s *Server) handover(c echo.Context) (err error) {
+	defer func() {
+		direction := "to_" + c.QueryParam("to")
+		if direction != "to_agent" && direction != "to_bot" {
+			direction = "invalid"
+		}
+		outcome := "success"
+		if err != nil {
+			status, _ := describe(err)
+			outcome = strconv.Itoa(status)
+		}
+		s.metrics.handover(direction, outcome)
+	}()
 	id := c.QueryParam("identity_foreign_id")
 	from, to := c.QueryParam("from"), c.QueryParam("to")
 	typ, appID := c.QueryParam("type"), c.QueryParam("app_id")

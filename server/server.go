@@ -35,30 +35,39 @@ type Config struct {
 	// Ready reports whether the service can serve (store reachable); nil is
 	// always ready.
 	Ready func(ctx context.Context) error
-	// Metrics serves /metrics when set.
-	Metrics http.Handler
+	// Metrics serves /metrics and receives the server's observations; nil
+	// disables both.
+	Metrics *Metrics
 	// Extra registers more routes (diagrams, the debug page) on the
 	// authenticated group.
-	Extra func(g Router)
-	// Observe, if set, is called after each request with its route pattern,
-	// status and duration.
-	Observe func(route, method string, status int, d time.Duration)
-	Logger  *slog.Logger
+	Extra  func(g Router)
+	Logger *slog.Logger
 	// BodyLimit caps request bodies (default 1 MiB).
 	BodyLimit int64
 }
 
-// Router is where extra routes are registered.
+// Router is where extra routes are registered; they need an API token.
 type Router interface {
-	GET(path string, h echo.HandlerFunc, m ...echo.MiddlewareFunc) *echo.Route
+	GET(path string, h echo.HandlerFunc)
 }
+
+// authRouter registers routes behind the API token.
+type authRouter struct {
+	e    *echo.Echo
+	auth echo.MiddlewareFunc
+}
+
+func (r authRouter) GET(path string, h echo.HandlerFunc)  { r.e.GET(path, h, r.auth) }
+func (r authRouter) POST(path string, h echo.HandlerFunc) { r.e.POST(path, h, r.auth) }
+func (r authRouter) PUT(path string, h echo.HandlerFunc)  { r.e.PUT(path, h, r.auth) }
 
 // Server is the HTTP front end.
 type Server struct {
-	cfg  Config
-	echo *echo.Echo
-	log  *slog.Logger
-	http *http.Server
+	cfg     Config
+	metrics *Metrics
+	echo    *echo.Echo
+	log     *slog.Logger
+	http    *http.Server
 }
 
 // New builds the server and its routes.
@@ -75,7 +84,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.BodyLimit <= 0 {
 		cfg.BodyLimit = 1 << 20
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger}
+	s := &Server{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
@@ -92,12 +101,14 @@ func New(cfg Config) (*Server, error) {
 	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, okBody) })
 	e.GET("/readyz", s.readyz)
 	if cfg.Metrics != nil {
-		e.GET("/metrics", echo.WrapHandler(cfg.Metrics))
+		e.GET("/metrics", echo.WrapHandler(cfg.Metrics.Handler()))
 	}
 	e.GET("/webhooks/messenger", s.webhookVerify)
 	e.POST("/webhooks/messenger", s.webhookReceive)
 
-	api := e.Group("", s.auth)
+	// Authenticated routes carry the middleware themselves (not an Echo
+	// group, whose catch-all would answer 401 for unknown paths).
+	api := authRouter{e: e, auth: s.auth}
 	api.POST("/1.0/bots/handover", s.handover)
 	api.POST("/1.0/interventions", s.openIntervention)
 	api.PUT("/1.0/interventions/:id/close", s.closeIntervention)
@@ -201,9 +212,7 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 			route = "unmatched"
 		}
 		d := time.Since(start)
-		if s.cfg.Observe != nil {
-			s.cfg.Observe(route, c.Request().Method, status, d)
-		}
+		s.metrics.HTTPRequest(route, c.Request().Method, status, d)
 		level := slog.LevelInfo
 		if status >= 500 {
 			level = slog.LevelError

@@ -11,9 +11,20 @@ import (
 
 // Translation is what one webhook POST asks of the engine.
 type Translation struct {
-	Inputs  []engine.Input
+	Inputs  []Event
 	Roles   []RoleChange // app_roles events, applied to pages
-	Skipped []string     // events threadctl has no use for, with why
+	Skipped []Skip       // events threadctl has no use for
+}
+
+// Event is an engine event and the kind of webhook event it came from.
+type Event struct {
+	Kind string
+	engine.Input
+}
+
+// Skip is a webhook event threadctl does not apply, and why.
+type Skip struct {
+	Kind, Why string
 }
 
 // RoleChange is an app_roles event for a page.
@@ -38,7 +49,7 @@ func Translate(w *messenger.Webhook, page func(id string) (engine.Page, bool)) T
 	for _, en := range w.Entry {
 		p, ok := page(string(en.ID))
 		if !ok {
-			tr.Skipped = append(tr.Skipped, fmt.Sprintf("page %s is not configured", en.ID))
+			tr.Skipped = append(tr.Skipped, Skip{Kind: "entry", Why: fmt.Sprintf("page %s is not configured", en.ID)})
 			continue
 		}
 		for i := range en.Messaging {
@@ -78,7 +89,7 @@ func (tr *Translation) add(p engine.Page, ev *messenger.Event, channel string) {
 		in.DedupKey = fmt.Sprintf("take:%s:%s:%s", stamp, take.PreviousOwnerAppID, take.NewOwnerAppID)
 		switch {
 		case in.AppID == p.RingCXAppID:
-			tr.Skipped = append(tr.Skipped, "take_thread_control by RingCX itself")
+			tr.Skipped = append(tr.Skipped, Skip{Kind: kind, Why: "take_thread_control by RingCX itself"})
 			return
 		case string(take.PreviousOwnerAppID) == p.RingCXAppID || take.PreviousOwnerAppID == "":
 			// HOP v1 payloads omit previous_owner_app_id: it is us, the
@@ -90,7 +101,7 @@ func (tr *Translation) add(p engine.Page, ev *messenger.Event, channel string) {
 	case messenger.KindRequestThreadControl:
 		req := ev.RequestThreadControl
 		if string(req.RequestedOwnerAppID) == p.RingCXAppID {
-			tr.Skipped = append(tr.Skipped, "request_thread_control by RingCX itself")
+			tr.Skipped = append(tr.Skipped, Skip{Kind: kind, Why: "request_thread_control by RingCX itself"})
 			return
 		}
 		in.Event = states.ControlRequested
@@ -98,10 +109,11 @@ func (tr *Translation) add(p engine.Page, ev *messenger.Event, channel string) {
 		in.DedupKey = fmt.Sprintf("request:%s:%s", stamp, in.AppID)
 	case messenger.KindAppRoles:
 		tr.Roles = append(tr.Roles, RoleChange{PageID: p.ID, Roles: ev.AppRoles})
+		tr.Skipped = append(tr.Skipped, Skip{Kind: kind, Why: "applied to the page, not a thread"})
 		return
 	default:
-		tr.Skipped = append(tr.Skipped, kind+" events are not used")
+		tr.Skipped = append(tr.Skipped, Skip{Kind: kind, Why: kind + " events are not used"})
 		return
 	}
-	tr.Inputs = append(tr.Inputs, in)
+	tr.Inputs = append(tr.Inputs, Event{Kind: kind, Input: in})
 }

@@ -43,7 +43,8 @@ func (s *Server) webhookReceive(c echo.Context) error {
 	ctx := c.Request().Context()
 	tr := Translate(w, s.cfg.Engine.Page)
 	for _, sk := range tr.Skipped {
-		s.log.Debug("webhook event skipped", "request_id", requestID(c), "why", sk)
+		s.log.Debug("webhook event skipped", "request_id", requestID(c), "kind", sk.Kind, "why", sk.Why)
+		s.metrics.webhookEvent(sk.Kind, "skipped")
 	}
 	for _, rc := range tr.Roles {
 		if _, err := s.cfg.Engine.ChangePrimary(ctx, rc.PageID, rc.Roles); err != nil {
@@ -59,11 +60,11 @@ func (s *Server) webhookReceive(c echo.Context) error {
 // applyAll applies inputs, each thread's in order, different threads in
 // parallel. Only store failures are returned: what Meta refused is recorded
 // in the thread's history.
-func (s *Server) applyAll(ctx context.Context, inputs []engine.Input) error {
+func (s *Server) applyAll(ctx context.Context, inputs []Event) error {
 	if len(inputs) == 1 {
 		return s.applyOne(ctx, inputs[0])
 	}
-	byThread := map[engine.ThreadKey][]engine.Input{}
+	byThread := map[engine.ThreadKey][]Event{}
 	var order []engine.ThreadKey
 	for _, in := range inputs {
 		if _, ok := byThread[in.Key]; !ok {
@@ -94,16 +95,24 @@ func (s *Server) applyAll(ctx context.Context, inputs []engine.Input) error {
 	return errors.Join(errs...)
 }
 
-func (s *Server) applyOne(ctx context.Context, in engine.Input) error {
-	res, err := s.cfg.Engine.Apply(ctx, in)
+func (s *Server) applyOne(ctx context.Context, in Event) error {
+	res, err := s.cfg.Engine.Apply(ctx, in.Input)
 	switch engine.ErrorCode(err) {
-	case engine.CodeMeta, engine.CodeConflict, engine.CodeNotFound, engine.CodeInvalid:
+	case "":
+	case engine.CodeMeta:
+		// Recorded as failed in the thread's history.
+		s.metrics.webhookEvent(in.Kind, engine.OutcomeFailed)
+		s.log.Warn("webhook event failed", "thread", in.Key, "event", in.Event, "err", err)
+		return nil
+	case engine.CodeConflict, engine.CodeNotFound, engine.CodeInvalid:
+		s.metrics.webhookEvent(in.Kind, "error")
 		s.log.Warn("webhook event not applied", "thread", in.Key, "event", in.Event, "err", err)
 		return nil
-	}
-	if err != nil {
+	default:
+		s.metrics.webhookEvent(in.Kind, "error")
 		return err
 	}
+	s.metrics.webhookEvent(in.Kind, res.Outcome)
 	s.log.Debug("webhook event", "thread", in.Key, "event", in.Event, "outcome", res.Outcome, "from", res.From, "to", res.To)
 	return nil
 }

@@ -1,0 +1,176 @@
+package server
+
+import (
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promauto"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/threadctl/threadctl/engine"
+	"github.com/threadctl/threadctl/states"
+)
+
+// Metrics are threadctl's Prometheus metrics, on one registry. Its methods
+// are the hooks the engine (as its Observer), the Graph client, the store
+// and the HTTP server call. No label names a thread.
+type Metrics struct {
+	reg *prometheus.Registry
+
+	transitions    *prometheus.CounterVec
+	handovers      *prometheus.CounterVec
+	graphCalls     *prometheus.CounterVec
+	graphDuration  *prometheus.HistogramVec
+	webhookEvents  *prometheus.CounterVec
+	threads        *prometheus.GaugeVec
+	controlWait    prometheus.Histogram
+	commitDuration prometheus.Histogram
+	commitBatch    prometheus.Histogram
+	httpRequests   *prometheus.CounterVec
+	httpDuration   *prometheus.HistogramVec
+}
+
+var _ engine.Observer = (*Metrics)(nil)
+
+// NewMetrics registers threadctl's metrics, and Go's and the process's, on
+// a new registry. pending reports the outstanding requests for control.
+func NewMetrics(pending func() (n int, oldest time.Time), now func() time.Time) *Metrics {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	f := promauto.With(reg)
+	m := &Metrics{reg: reg}
+	m.transitions = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "threadctl_transitions_total",
+		Help: "Events recorded on threads, by page primary, event, source and destination state, and outcome (applied, no_change, ignored, failed).",
+	}, []string{"primary", "event", "from", "to", "outcome"})
+	m.handovers = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "threadctl_handover_requests_total",
+		Help: "Bots API handover calls, by direction (to_agent, to_bot) and outcome (success or the error's HTTP status).",
+	}, []string{"direction", "outcome"})
+	m.graphCalls = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "threadctl_graph_calls_total",
+		Help: "Graph API calls made by the RingCX app, by call and outcome (ok, not_owner, rate_limited, meta_error, server_error, network_error), retries included in one call.",
+	}, []string{"call", "outcome"})
+	m.graphDuration = f.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "threadctl_graph_call_duration_seconds",
+		Help:    "Duration of Graph API calls, retries included.",
+		Buckets: prometheus.ExponentialBuckets(0.005, 2.5, 10),
+	}, []string{"call"})
+	m.webhookEvents = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "threadctl_webhook_events_total",
+		Help: "Meta webhook events, by kind and outcome (applied, no_change, ignored, duplicate, failed, skipped, error).",
+	}, []string{"kind", "outcome"})
+	m.threads = f.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "threadctl_threads",
+		Help: "Threads in each state, kept from the store's counts and every transition.",
+	}, []string{"state"})
+	for _, s := range states.All {
+		m.threads.WithLabelValues(string(s))
+	}
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "threadctl_pending_requests",
+		Help: "Requests for control waiting for the owner to pass.",
+	}, func() float64 { n, _ := pending(); return float64(n) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "threadctl_oldest_pending_request_age_seconds",
+		Help: "Age of the oldest request for control still waiting; 0 when none waits.",
+	}, func() float64 {
+		if _, oldest := pending(); !oldest.IsZero() {
+			return now().Sub(oldest).Seconds()
+		}
+		return 0
+	})
+	m.controlWait = f.NewHistogram(prometheus.HistogramOpts{
+		Name:    "threadctl_control_grant_wait_seconds",
+		Help:    "Time from RingCX's request for control to control passed.",
+		Buckets: prometheus.ExponentialBuckets(0.01, 3, 10),
+	})
+	m.commitDuration = f.NewHistogram(prometheus.HistogramOpts{
+		Name:    "threadctl_store_commit_duration_seconds",
+		Help:    "Duration of bbolt transactions (each carries one or more grouped commits), fsync included.",
+		Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
+	})
+	m.commitBatch = f.NewHistogram(prometheus.HistogramOpts{
+		Name:    "threadctl_store_commits_per_transaction",
+		Help:    "How many commits shared one bbolt transaction.",
+		Buckets: prometheus.ExponentialBuckets(1, 2, 10),
+	})
+	m.httpRequests = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "threadctl_http_requests_total",
+		Help: "HTTP requests, by route pattern, method and status.",
+	}, []string{"route", "method", "status"})
+	m.httpDuration = f.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "threadctl_http_request_duration_seconds",
+		Help:    "Duration of HTTP requests, by route pattern and method.",
+		Buckets: prometheus.ExponentialBuckets(0.0005, 3, 10),
+	}, []string{"route", "method"})
+	return m
+}
+
+// Registry is the registry the metrics are on.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
+
+// Handler serves the registry in Prometheus's formats.
+func (m *Metrics) Handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
+
+// SetThreadCounts sets the per-state gauge, from the store's counts at start.
+func (m *Metrics) SetThreadCounts(counts map[states.State]int) {
+	for _, s := range states.All {
+		m.threads.WithLabelValues(string(s)).Set(float64(counts[s]))
+	}
+}
+
+// Transition counts a recorded event and keeps the per-state gauge.
+func (m *Metrics) Transition(t engine.TransitionInfo) {
+	m.transitions.WithLabelValues(string(t.Primary), string(t.Event), string(t.From), string(t.To), t.Outcome).Inc()
+	switch {
+	case t.Created:
+		m.threads.WithLabelValues(string(t.To)).Inc()
+	case t.From != t.To:
+		m.threads.WithLabelValues(string(t.From)).Dec()
+		m.threads.WithLabelValues(string(t.To)).Inc()
+	}
+}
+
+// ControlGranted observes the wait from a request to control passed.
+func (m *Metrics) ControlGranted(wait time.Duration) { m.controlWait.Observe(wait.Seconds()) }
+
+// GraphCall observes one Graph API call (the messenger client's hook).
+func (m *Metrics) GraphCall(call, outcome string, d time.Duration) {
+	m.graphCalls.WithLabelValues(call, outcome).Inc()
+	m.graphDuration.WithLabelValues(call).Observe(d.Seconds())
+}
+
+// StoreCommit observes one bbolt transaction (the store's hook).
+func (m *Metrics) StoreCommit(d time.Duration, commits int) {
+	m.commitDuration.Observe(d.Seconds())
+	m.commitBatch.Observe(float64(commits))
+}
+
+// HTTPRequest observes one HTTP request (the server's hook).
+func (m *Metrics) HTTPRequest(route, method string, status int, d time.Duration) {
+	if m == nil {
+		return
+	}
+	m.httpRequests.WithLabelValues(route, method, strconv.Itoa(status)).Inc()
+	m.httpDuration.WithLabelValues(route, method).Observe(d.Seconds())
+}
+
+func (m *Metrics) webhookEvent(kind, outcome string) {
+	if m == nil {
+		return
+	}
+	m.webhookEvents.WithLabelValues(kind, outcome).Inc()
+}
+
+func (m *Metrics) handover(direction, outcome string) {
+	if m == nil {
+		return
+	}
+	m.handovers.WithLabelValues(direction, outcome).Inc()
+}
