@@ -124,7 +124,7 @@ func (a *App) start(ctx context.Context) error {
 	a.server, err = server.New(server.Config{
 		Engine: a.engine, APITokens: cfg.APITokens, VerifyToken: cfg.Webhook.VerifyToken,
 		WebhookSecrets: secrets, Logger: a.log.With("component", "http"),
-		Ready: a.engine.Ping, Metrics: a.metrics,
+		Ready: a.engine.Ping, Metrics: a.metrics, Docs: recordedDocs(),
 	})
 	if err != nil {
 		return err

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
 	"net/http"
@@ -38,8 +39,10 @@ type Config struct {
 	// Metrics serves /metrics and receives the server's observations; nil
 	// disables both.
 	Metrics *Metrics
-	// Extra registers more routes (diagrams, the debug page) on the
-	// authenticated group.
+	// Docs holds the recorded workflow diagrams (workflows/<name>.<format>),
+	// served under /diagrams/workflows/; nil serves none.
+	Docs fs.FS
+	// Extra registers more routes behind the API token.
 	Extra  func(g Router)
 	Logger *slog.Logger
 	// BodyLimit caps request bodies (default 1 MiB).
@@ -65,6 +68,7 @@ func (r authRouter) PUT(path string, h echo.HandlerFunc)  { r.e.PUT(path, h, r.a
 type Server struct {
 	cfg     Config
 	metrics *Metrics
+	svgs    svgCache
 	echo    *echo.Echo
 	log     *slog.Logger
 	http    *http.Server
@@ -117,6 +121,9 @@ func New(cfg Config) (*Server, error) {
 	api.GET("/1.0/contents/:id", s.getContent)
 	api.GET("/debug/threads", s.listThreads)
 	api.GET("/debug/threads/:identity_foreign_id", s.getThread)
+	api.GET("/diagrams/:file", s.stateDiagram)
+	api.GET("/diagrams/threads/:file", s.threadDiagram)
+	api.GET("/diagrams/workflows/:file", s.workflowDiagram)
 	if cfg.Extra != nil {
 		cfg.Extra(api)
 	}
