@@ -134,7 +134,7 @@ func (e *Engine) apply(ctx context.Context, in *Input, correct bool) (Result, er
 	if in.Event == states.HandoverToBot && !page.IsBotApp(in.AppID) {
 		return Result{}, errorf(CodeInvalid, nil, "app_id %q is not a bot app of page %s (bot apps: %v)", in.AppID, page.ID, page.BotAppIDs)
 	}
-	t, err := e.store.Thread(ctx, in.Key)
+	t, err := e.loadLocked(ctx, in.Key)
 	switch {
 	case errors.Is(err, ErrNotFound) && in.Create:
 		now := e.clock.Now()
@@ -148,7 +148,7 @@ func (e *Engine) apply(ctx context.Context, in *Input, correct bool) (Result, er
 	if in.DedupKey != "" && slices.Contains(t.Seen, dedupHash(in.DedupKey)) {
 		return Result{Outcome: OutcomeDuplicate, From: t.State, To: t.State, Thread: t}, nil
 	}
-	if in.timer != nil && !timerCurrent(&t, *in.timer) {
+	if in.timer != nil && !e.timerCurrent(&t, *in.timer) {
 		return Result{Outcome: OutcomeStale, From: t.State, To: t.State, Thread: t}, nil
 	}
 	if !in.MetaTime.IsZero() && in.MetaTime.Before(t.LastMetaTime) {
@@ -174,6 +174,18 @@ func (e *Engine) apply(ctx context.Context, in *Input, correct bool) (Result, er
 		}
 	}
 	return e.commit(ctx, &t, in, page, &d, outcomeOf(d), "", calls)
+}
+
+// loadLocked reads a thread through the cache; the caller holds its lock.
+func (e *Engine) loadLocked(ctx context.Context, key ThreadKey) (Thread, error) {
+	if t, ok := e.cache.get(key); ok {
+		return t, nil
+	}
+	t, err := e.store.Thread(ctx, key)
+	if err == nil {
+		e.cache.put(t)
+	}
+	return t, err
 }
 
 func outcomeOf(d states.Decision) string {
@@ -205,10 +217,19 @@ func refusal(err error, t *Thread) error {
 	return errorf(CodeConflict, err, "%v", err)
 }
 
-func timerCurrent(t *Thread, tm Timer) bool {
-	for _, cur := range t.Timers() {
-		if cur.Kind == tm.Kind && cur.Due.Equal(tm.Due) {
+// timerCurrent reports whether a fired timer is the thread's deadline now. A
+// control timer that fired before the (since extended) deadline is armed
+// again at it.
+func (e *Engine) timerCurrent(t *Thread, tm Timer) bool {
+	for _, cur := range t.deadlines() {
+		if cur.Kind != tm.Kind {
+			continue
+		}
+		if cur.Due.Equal(tm.Due) {
 			return true
+		}
+		if tm.Kind == TimerControl && tm.Due.Before(cur.Due) {
+			e.sched.set(cur)
 		}
 	}
 	return false
@@ -234,6 +255,7 @@ func (e *Engine) callWithIntent(ctx context.Context, t *Thread, in *Input, page 
 	if t.Revision > 0 {
 		intent := Intent{Key: t.Key(), Revision: t.Revision, Event: in.Event, Observed: in.Observed, Call: d.Rule.Call, Target: target, Cause: in.Cause, At: e.clock.Now()}
 		if err := e.store.PutIntent(ctx, intent); err != nil {
+			e.cache.drop(t.Key())
 			return CallRecord{Call: string(d.Rule.Call), Target: target, Outcome: "not_sent"}, storeError(err, "recording the Graph call intent")
 		}
 	}

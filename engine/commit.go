@@ -23,6 +23,9 @@ func (e *Engine) commit(ctx context.Context, t *Thread, in *Input, page Page, d 
 		next.Seen = appendSeen(t.Seen, dedupHash(in.DedupKey))
 	}
 	c := &Commit{Thread: &next, Expect: t.Revision}
+	if t.Revision > 0 {
+		c.Prev = &prev
+	}
 	c.ResolveIntent = in.resolveIntent || slices.ContainsFunc(calls, func(r CallRecord) bool { return r.Call != "thread_owner" })
 
 	if d != nil {
@@ -72,8 +75,10 @@ func (e *Engine) commit(ctx context.Context, t *Thread, in *Input, page Page, d 
 		Outcome: outcome, Reason: reason, Calls: calls, MetaTime: in.MetaTime,
 	}}
 	if err := e.store.Commit(ctx, c); err != nil {
+		e.cache.drop(next.Key())
 		return Result{From: prev.State, To: prev.State, Thread: prev}, storeError(err, "committing "+string(in.Event))
 	}
+	e.cache.put(next)
 	e.after(&prev, &next, in, page, outcome, now)
 	return Result{Outcome: outcome, From: prev.State, To: next.State, Reason: reason, Thread: next}, nil
 }
@@ -113,9 +118,14 @@ func (e *Engine) transition(next, t *Thread, in *Input, page Page, d states.Deci
 		next.LastActivity = now
 	}
 	if next.State == states.Idle {
-		next.ControlExpires = time.Time{}
+		next.ControlExpires, next.ControlTimer = time.Time{}, time.Time{}
 	} else {
 		next.ControlExpires = next.LastActivity.Add(e.cfg.ControlWindow)
+		// The durable timer stays where it is unless it is missing, late,
+		// or has already fired.
+		if next.ControlTimer.IsZero() || next.ControlTimer.After(next.ControlExpires) || next.ControlTimer.Before(now) {
+			next.ControlTimer = next.ControlExpires
+		}
 	}
 	if d.Changed() && !in.MetaTime.IsZero() && in.MetaTime.After(next.LastMetaTime) {
 		next.LastMetaTime = in.MetaTime

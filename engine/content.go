@@ -19,7 +19,7 @@ const MaxContentBody = 2000
 func (e *Engine) OpenIntervention(ctx context.Context, key ThreadKey) (Intervention, Result, error) {
 	unlock := e.locks.lock(key)
 	defer unlock()
-	t, err := e.store.Thread(ctx, key)
+	t, err := e.loadLocked(ctx, key)
 	if err != nil {
 		return Intervention{}, Result{}, e.threadErr(err, key)
 	}
@@ -50,7 +50,7 @@ func (e *Engine) CloseIntervention(ctx context.Context, id string) (Intervention
 	if iv, err = e.Intervention(ctx, id); err != nil || iv.Status == InterventionClosed {
 		return iv, Result{}, err
 	}
-	t, err := e.store.Thread(ctx, key)
+	t, err := e.loadLocked(ctx, key)
 	if err != nil {
 		return iv, Result{}, e.threadErr(err, key)
 	}
@@ -109,7 +109,7 @@ func (e *Engine) CreateContent(ctx context.Context, key ThreadKey, body string) 
 	}
 	unlock := e.locks.lock(key)
 	defer unlock()
-	t, err := e.store.Thread(ctx, key)
+	t, err := e.loadLocked(ctx, key)
 	if err != nil {
 		return Content{}, e.threadErr(err, key)
 	}
@@ -168,7 +168,7 @@ func (e *Engine) scheduleFlush(key ThreadKey) {
 func (e *Engine) flushLocked(ctx context.Context, key ThreadKey) {
 	corrected := false
 	for ctx.Err() == nil {
-		t, err := e.store.Thread(ctx, key)
+		t, err := e.loadLocked(ctx, key)
 		if err != nil {
 			e.log.Error("flush: reading thread", "thread", key, "err", err)
 			return

@@ -71,6 +71,9 @@ type Config struct {
 	// Workers bounds the background work (timers firing, contents being
 	// sent) running at once (default 16).
 	Workers int
+	// CacheSize bounds how many thread records are kept in memory (default
+	// 65536).
+	CacheSize int
 }
 
 // Engine applies events to threads. Create it with New, then Start it.
@@ -84,6 +87,7 @@ type Engine struct {
 
 	locks locks
 	sched *scheduler
+	cache *threadCache
 
 	pagesMu sync.RWMutex
 	pages   map[string]Page
@@ -126,9 +130,13 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 16
 	}
+	if cfg.CacheSize <= 0 {
+		cfg.CacheSize = 65536
+	}
 	e := &Engine{
 		cfg: cfg, store: cfg.Store, graph: cfg.Graph, clock: cfg.Clock, log: cfg.Logger, obs: cfg.Observer,
 		pages:    map[string]Page{},
+		cache:    newThreadCache(cfg.CacheSize),
 		pending:  map[ThreadKey]time.Time{},
 		flushing: map[ThreadKey]bool{},
 		bg:       make(chan struct{}, cfg.Workers),

@@ -61,6 +61,9 @@ type Commit struct {
 	Thread  *Thread
 	Expect  uint64
 	History []HistoryEntry
+	// Prev is the record read at revision Expect, if the caller has it: the
+	// store then need not decode the stored one to update its indexes.
+	Prev *Thread
 	// Key is the thread whose queue changes when Thread is nil.
 	Key ThreadKey
 

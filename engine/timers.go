@@ -82,10 +82,10 @@ func (s *scheduler) cancel(k ThreadKey, kind TimerKind) {
 	s.mu.Unlock()
 }
 
-// sync arms exactly the timers of a thread record.
+// sync arms exactly the timers of a thread record, at their deadlines.
 func (s *scheduler) sync(t *Thread) {
 	var req, ctl bool
-	for _, tm := range t.Timers() {
+	for _, tm := range t.deadlines() {
 		s.set(tm)
 		req = req || tm.Kind == TimerRequest
 		ctl = ctl || tm.Kind == TimerControl

@@ -72,6 +72,11 @@ type Thread struct {
 
 	LastActivity   time.Time `json:"last_activity"`
 	ControlExpires time.Time `json:"control_expires,omitzero"` // Meta's 24 h window; zero when idle
+	// ControlTimer is the due time of the thread's durable control-expiry
+	// timer: at or before ControlExpires. Activity moves ControlExpires but
+	// not the timer, which on firing early is re-armed at ControlExpires;
+	// so a customer message does not rewrite the timer index.
+	ControlTimer time.Time `json:"control_timer,omitzero"`
 	LastMetaTime   time.Time `json:"last_meta_time,omitzero"`  // timestamp of the last webhook that changed the thread
 	Seen           []uint64  `json:"seen,omitempty"`           // hashes of the last webhook events applied, for de-duplication
 
@@ -205,9 +210,21 @@ type Timer struct {
 	Due  time.Time
 }
 
-// Timers are derived from a thread record: the store keeps its timer index in
-// step with each committed thread.
+// Timers are the thread's durable timers, derived from its record: the store
+// keeps its timer index in step with each committed thread.
 func (t *Thread) Timers() []Timer {
+	var out []Timer
+	if t.Pending != nil {
+		out = append(out, Timer{Kind: TimerRequest, Key: t.Key(), Due: t.Pending.Deadline})
+	}
+	if !t.ControlTimer.IsZero() {
+		out = append(out, Timer{Kind: TimerControl, Key: t.Key(), Due: t.ControlTimer})
+	}
+	return out
+}
+
+// deadlines are when the thread's timers must really fire.
+func (t *Thread) deadlines() []Timer {
 	var out []Timer
 	if t.Pending != nil {
 		out = append(out, Timer{Kind: TimerRequest, Key: t.Key(), Due: t.Pending.Deadline})

@@ -48,8 +48,8 @@ func checkRecords(tx *bolt.Tx, add func(string, ...any)) {
 	timers := tx.Bucket(bTimers)
 
 	threads.ForEach(func(k, v []byte) error {
-		var t engine.Thread
-		if err := decode(v, &t, func() int { return t.V }, "thread"); err != nil {
+		t, err := decodeThread(v, "thread")
+		if err != nil {
 			add("thread %q: %v", k, err)
 			return nil
 		}

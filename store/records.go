@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/json"
 	"fmt"
 	"slices"
 
@@ -14,14 +15,38 @@ import (
 	"github.com/threadctl/threadctl/states"
 )
 
-func getThread(tx *bolt.Tx, k engine.ThreadKey) (engine.Thread, error) {
+// A thread's stored value is its revision (8 bytes, big endian) followed by
+// its JSON, so that a commit checks the revision without decoding.
+
+func encodeThread(t *engine.Thread) ([]byte, error) {
+	t.V = engine.FormatVersion
+	b, err := json.Marshal(t)
+	if err != nil {
+		return nil, err
+	}
+	return append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(b)), t.Revision), b...), nil
+}
+
+func decodeThread(raw []byte, what string) (engine.Thread, error) {
 	var t engine.Thread
+	if len(raw) < 8 {
+		return t, fmt.Errorf("decoding %s: value of %d bytes is too short", what, len(raw))
+	}
+	if err := decode(raw[8:], &t, func() int { return t.V }, what); err != nil {
+		return t, err
+	}
+	if rev := binary.BigEndian.Uint64(raw[:8]); rev != t.Revision {
+		return t, fmt.Errorf("decoding %s: stored under revision %d, record says %d", what, rev, t.Revision)
+	}
+	return t, nil
+}
+
+func getThread(tx *bolt.Tx, k engine.ThreadKey) (engine.Thread, error) {
 	raw := tx.Bucket(bThreads).Get(threadKey(k))
 	if raw == nil {
-		return t, engine.ErrNotFound
+		return engine.Thread{}, engine.ErrNotFound
 	}
-	err := decode(raw, &t, func() int { return t.V }, "thread "+k.String())
-	return t, err
+	return decodeThread(raw, "thread "+k.String())
 }
 
 // Pages returns every page.
@@ -85,9 +110,15 @@ func (s *DB) FindIdentity(ctx context.Context, psid string) (engine.ThreadKey, e
 	return found[0], nil
 }
 
-// Commit applies c atomically and durably (see engine.Commit).
+// Commit applies c atomically and durably (see engine.Commit). Values are
+// encoded by the caller's goroutine; the commit loop only checks the
+// revision and writes.
 func (s *DB) Commit(ctx context.Context, c *engine.Commit) error {
 	if err := validateCommit(c); err != nil {
+		return err
+	}
+	enc, err := encodeCommit(c)
+	if err != nil {
 		return err
 	}
 	var old *engine.Thread
@@ -96,38 +127,88 @@ func (s *DB) Commit(ctx context.Context, c *engine.Commit) error {
 		if c.Thread == nil {
 			return nil
 		}
-		cur, err := getThread(tx, c.Thread.Key())
+		k := c.Thread.Key()
+		raw := tx.Bucket(bThreads).Get(threadKey(k))
 		switch {
-		case err == engine.ErrNotFound:
-			if c.Expect != 0 {
-				return fmt.Errorf("%w: thread %s does not exist", engine.ErrConflict, c.Thread.Key())
-			}
+		case raw == nil && c.Expect != 0:
+			return fmt.Errorf("%w: thread %s does not exist", engine.ErrConflict, k)
+		case raw == nil:
 			return nil
-		case err != nil:
+		case len(raw) < 8:
+			return fmt.Errorf("thread %s: stored value is too short", k)
+		}
+		if rev := binary.BigEndian.Uint64(raw[:8]); rev != c.Expect {
+			return fmt.Errorf("%w: thread %s is at revision %d, not %d", engine.ErrConflict, k, rev, c.Expect)
+		}
+		if c.Prev != nil {
+			old = c.Prev
+			return nil
+		}
+		cur, err := decodeThread(raw, "thread "+k.String())
+		if err != nil {
 			return err
-		case cur.Revision != c.Expect:
-			return fmt.Errorf("%w: thread %s is at revision %d, not %d", engine.ErrConflict, c.Thread.Key(), cur.Revision, c.Expect)
 		}
 		old = &cur
 		return nil
 	}
 	apply := func(tx *bolt.Tx) error {
 		if c.Thread != nil {
-			if err := putThread(tx, old, c.Thread); err != nil {
+			if err := putThread(tx, old, c.Thread, enc.thread); err != nil {
 				return err
 			}
 			hb := tx.Bucket(bHistory)
-			for i := range c.History {
-				h := c.History[i]
-				h.V = engine.FormatVersion
-				if err := putJSON(hb, historyKey(c.Thread.Key(), h.Revision), h); err != nil {
+			for i, h := range c.History {
+				if err := hb.Put(historyKey(c.Thread.Key(), h.Revision), enc.history[i]); err != nil {
 					return err
 				}
 			}
 		}
-		return applyRecords(tx, c)
+		return applyRecords(tx, c, enc)
 	}
 	return s.update(ctx, check, apply)
+}
+
+// encoded holds a commit's values, encoded before the commit loop sees it.
+type encoded struct {
+	thread        []byte
+	history       [][]byte
+	contents      [][]byte
+	interventions [][]byte
+}
+
+func encodeCommit(c *engine.Commit) (*encoded, error) {
+	enc := &encoded{}
+	var err error
+	if c.Thread != nil {
+		if enc.thread, err = encodeThread(c.Thread); err != nil {
+			return nil, err
+		}
+	}
+	for _, h := range c.History {
+		h.V = engine.FormatVersion
+		b, err := json.Marshal(h)
+		if err != nil {
+			return nil, err
+		}
+		enc.history = append(enc.history, b)
+	}
+	for _, ct := range c.Contents {
+		ct.V = engine.FormatVersion
+		b, err := json.Marshal(ct)
+		if err != nil {
+			return nil, err
+		}
+		enc.contents = append(enc.contents, b)
+	}
+	for _, iv := range c.Interventions {
+		iv.V = engine.FormatVersion
+		b, err := json.Marshal(iv)
+		if err != nil {
+			return nil, err
+		}
+		enc.interventions = append(enc.interventions, b)
+	}
+	return enc, nil
 }
 
 func validateCommit(c *engine.Commit) error {
@@ -162,6 +243,9 @@ func validateCommit(c *engine.Commit) error {
 	if n := len(c.History); n > 0 && c.History[n-1].To != c.Thread.State {
 		return fmt.Errorf("store: last history entry ends in %s, thread is %s", c.History[n-1].To, c.Thread.State)
 	}
+	if c.Prev != nil && (c.Prev.Revision != c.Expect || c.Prev.Key() != c.Thread.Key()) {
+		return fmt.Errorf("store: Prev is revision %d of %s, not %d of %s", c.Prev.Revision, c.Prev.Key(), c.Expect, c.Thread.Key())
+	}
 	return validQueueOwners(c)
 }
 
@@ -181,10 +265,9 @@ func validQueueOwners(c *engine.Commit) error {
 
 // putThread writes a thread and keeps its indexes (identity, state, counts,
 // timers) in step with the previous record old (nil for a new thread).
-func putThread(tx *bolt.Tx, old, t *engine.Thread) error {
+func putThread(tx *bolt.Tx, old, t *engine.Thread, value []byte) error {
 	k := t.Key()
-	t.V = engine.FormatVersion
-	if err := putJSON(tx.Bucket(bThreads), threadKey(k), t); err != nil {
+	if err := tx.Bucket(bThreads).Put(threadKey(k), value); err != nil {
 		return err
 	}
 	byState := tx.Bucket(bByState)
@@ -251,23 +334,21 @@ func addCount(tx *bolt.Tx, st states.State, d int64) error {
 	return b.Put([]byte(st), binary.BigEndian.AppendUint64(nil, uint64(n)))
 }
 
-func applyRecords(tx *bolt.Tx, c *engine.Commit) error {
+func applyRecords(tx *bolt.Tx, c *engine.Commit, enc *encoded) error {
 	if c.ResolveIntent && c.Thread != nil {
 		if err := tx.Bucket(bIntents).Delete(threadKey(c.Thread.Key())); err != nil {
 			return err
 		}
 	}
 	cb := tx.Bucket(bContents)
-	for _, ct := range c.Contents {
-		ct.V = engine.FormatVersion
-		if err := putJSON(cb, []byte(ct.ID), ct); err != nil {
+	for i, ct := range c.Contents {
+		if err := cb.Put([]byte(ct.ID), enc.contents[i]); err != nil {
 			return err
 		}
 	}
 	ib := tx.Bucket(bInterventions)
-	for _, iv := range c.Interventions {
-		iv.V = engine.FormatVersion
-		if err := putJSON(ib, []byte(iv.ID), iv); err != nil {
+	for i, iv := range c.Interventions {
+		if err := ib.Put([]byte(iv.ID), enc.interventions[i]); err != nil {
 			return err
 		}
 	}

@@ -100,7 +100,7 @@ func TestCommitAndRead(t *testing.T) {
 		t.Errorf("Timers = %+v, want the request deadline", timers)
 	}
 	// Leaving pending removes the timer.
-	step(t, s, th, k, states.Agent, func(t *engine.Thread) { t.Pending = nil; t.ControlExpires = t0.Add(24 * time.Hour) })
+	step(t, s, th, k, states.Agent, func(t *engine.Thread) { t.Pending = nil; t.ControlExpires = t0.Add(24 * time.Hour); t.ControlTimer = t.ControlExpires })
 	timers, _ = s.Timers(ctx)
 	if len(timers) != 1 || timers[0].Kind != engine.TimerControl {
 		t.Errorf("Timers after pending = %+v, want only the control expiry", timers)
@@ -293,7 +293,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := engine.ThreadKey{PageID: "100", PSID: "u1"}
-	step(t, s, nil, k, states.Agent, func(t *engine.Thread) { t.ControlExpires = t0.Add(24 * time.Hour) })
+	step(t, s, nil, k, states.Agent, func(t *engine.Thread) { t.ControlExpires = t0.Add(24 * time.Hour); t.ControlTimer = t.ControlExpires })
 	if err := s.PutPage(ctx, engine.Page{ID: "100", Primary: states.PrimaryBot, BotAppIDs: []string{"300"}}); err != nil {
 		t.Fatal(err)
 	}

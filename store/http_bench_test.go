@@ -1,0 +1,100 @@
+package store
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+
+	"github.com/threadctl/threadctl/engine"
+	"github.com/threadctl/threadctl/messenger"
+	"github.com/threadctl/threadctl/server"
+	"github.com/threadctl/threadctl/states"
+)
+
+// BenchmarkWebhookHTTP measures durable webhook transitions through the whole
+// HTTP stack — a signed Meta webhook POSTed over loopback, verified, parsed,
+// applied and committed before the 200 — next to raw bbolt commits of the
+// same size, one db.Update per write and db.Batch, at 1, 64 and 256 callers,
+// in one run. (It lives in package store because the raw baseline needs
+// bbolt, which no other package imports.)
+func BenchmarkWebhookHTTP(b *testing.B) {
+	threadBytes, historyBytes := recordSizes(b)
+	for _, c := range []int{1, 64, 256} {
+		b.Run(fmt.Sprintf("http-webhook/callers=%d", c), func(b *testing.B) { benchWebhookHTTP(b, c) })
+		b.Run(fmt.Sprintf("bbolt-update/callers=%d", c), func(b *testing.B) {
+			benchRaw(b, c, threadBytes, historyBytes, (*bolt.DB).Update)
+		})
+		b.Run(fmt.Sprintf("bbolt-batch/callers=%d", c), func(b *testing.B) {
+			benchRaw(b, c, threadBytes, historyBytes, (*bolt.DB).Batch)
+		})
+	}
+}
+
+func benchWebhookHTTP(b *testing.B, callers int) {
+	var txs, commits, txNanos atomic.Int64
+	s, err := Open(b.TempDir(), Options{OnCommit: func(d time.Duration, n int) { txs.Add(1); commits.Add(int64(n)); txNanos.Add(int64(d)) }})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	defer func() {
+		b.ReportMetric(float64(commits.Load())/float64(max(txs.Load(), 1)), "commits/tx")
+		b.ReportMetric(float64(txNanos.Load())/1e6/float64(max(txs.Load(), 1)), "ms/tx")
+	}()
+	eng, err := engine.New(engine.Config{Store: s, Graph: noGraph{}})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	if err := eng.SetPage(ctx, engine.Page{ID: benchPage, Primary: states.PrimaryBot, RingCXAppID: "200000000000001", BotAppIDs: []string{"300000000000001"}}); err != nil {
+		b.Fatal(err)
+	}
+	if err := eng.Start(ctx); err != nil {
+		b.Fatal(err)
+	}
+	defer eng.Close()
+	srv, err := server.New(server.Config{Engine: eng, APITokens: []string{"t"}, WebhookSecrets: []string{"ringcx-secret"},
+		Logger: slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError}))})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go srv.Serve(ln)
+	defer srv.Shutdown(ctx)
+	url := "http://" + ln.Addr().String() + "/webhooks/messenger"
+	client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: callers, MaxConnsPerHost: callers}, Timeout: 30 * time.Second}
+	start := time.Now().UnixMilli()
+	runConcurrent(b, callers, func(w, i int) error {
+		body := fmt.Appendf(nil, `{"object":"page","entry":[{"id":"%s","time":%d,"standby":[{"sender":{"id":"%d"},"recipient":{"id":"%s"},"timestamp":%d,"message":{"mid":"m_%d","text":"hello"}}]}]}`,
+			benchPage, start+int64(i), 7000000000000000+w, benchPage, start+int64(i), i)
+		sig, _ := messenger.Sign(body, "ringcx-secret")
+		req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
+		if err != nil {
+			return err
+		}
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("X-Hub-Signature-256", sig)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("webhook answered %s", resp.Status)
+		}
+		return nil
+	})
+}
