@@ -77,8 +77,8 @@ type Thread struct {
 	// not the timer, which on firing early is re-armed at ControlExpires;
 	// so a customer message does not rewrite the timer index.
 	ControlTimer time.Time `json:"control_timer,omitzero"`
-	LastMetaTime   time.Time `json:"last_meta_time,omitzero"`  // timestamp of the last webhook that changed the thread
-	Seen           []uint64  `json:"seen,omitempty"`           // hashes of the last webhook events applied, for de-duplication
+	LastMetaTime time.Time `json:"last_meta_time,omitzero"` // timestamp of the last webhook that changed the thread
+	Seen         []uint64  `json:"seen,omitempty"`          // hashes of the last webhook events applied, for de-duplication
 
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`

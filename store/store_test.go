@@ -100,7 +100,11 @@ func TestCommitAndRead(t *testing.T) {
 		t.Errorf("Timers = %+v, want the request deadline", timers)
 	}
 	// Leaving pending removes the timer.
-	step(t, s, th, k, states.Agent, func(t *engine.Thread) { t.Pending = nil; t.ControlExpires = t0.Add(24 * time.Hour); t.ControlTimer = t.ControlExpires })
+	step(t, s, th, k, states.Agent, func(t *engine.Thread) {
+		t.Pending = nil
+		t.ControlExpires = t0.Add(24 * time.Hour)
+		t.ControlTimer = t.ControlExpires
+	})
 	timers, _ = s.Timers(ctx)
 	if len(timers) != 1 || timers[0].Kind != engine.TimerControl {
 		t.Errorf("Timers after pending = %+v, want only the control expiry", timers)
