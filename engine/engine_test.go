@@ -587,3 +587,49 @@ func TestGraphFailures(t *testing.T) {
 		}
 	})
 }
+
+// TestPrimaryChanged switches the page's primary in the simulator: Meta's
+// app_roles webhook changes threadctl's primary for later events, threads
+// keep their state.
+func TestPrimaryChanged(t *testing.T) {
+	h := newHarness(t, harnessOpts{primary: states.PrimaryNone, noClaimIdle: true})
+	h.customer(psid, "hi")
+	h.want(psid, states.Idle, "")
+	// The page makes RingCX its primary: the simulator tells the apps whose
+	// role changed with app_roles.
+	pc := h.simPage()
+	pc.PrimaryAppID = ringcxID
+	if err := h.sim.PutPage(pc); err != nil {
+		t.Fatal(err)
+	}
+	h.settle()
+	if p, _ := h.eng.Page(pageID); p.Primary != states.PrimaryRingCX {
+		t.Fatalf("primary = %s, want ringcx after app_roles", p.Primary)
+	}
+	if th := h.thread(psid); th.State != states.Idle {
+		t.Errorf("the thread changed state: %s", th.State)
+	}
+	// The ringcx table now applies: a message on an idle thread goes to RingCX.
+	const other = "7000000000000002"
+	h.customer(other, "hello")
+	h.want(other, states.Agent, ringcxID)
+	// Then the bot becomes primary. Meta tells each app only its own new
+	// role: RingCX learns it is no longer primary, not who is, so threadctl
+	// takes the page as having none...
+	pc.PrimaryAppID = botID
+	if err := h.sim.PutPage(pc); err != nil {
+		t.Fatal(err)
+	}
+	h.settle()
+	if p, _ := h.eng.Page(pageID); p.Primary != states.PrimaryNone {
+		t.Fatalf("primary = %s, want none once RingCX is told it is secondary", p.Primary)
+	}
+	// ...and a new thread, which Meta gives the bot, reaches RingCX on
+	// standby: threadctl asks thread_owner and records the bot.
+	const third = "7000000000000003"
+	h.customer(third, "hello again")
+	h.want(third, states.Bot, botID)
+	if e := h.lastEntry(third); e.Event != states.OwnerObserved || e.Observed != states.ObservedOther {
+		t.Errorf("history = %+v, want owner_observed (other)", e)
+	}
+}

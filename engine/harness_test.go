@@ -44,6 +44,8 @@ type harness struct {
 	bot    *messenger.Client // acts as the bot app
 	bot2   *messenger.Client
 
+	page sim.PageConfig // as given to the simulator
+
 	mu       sync.Mutex
 	hookErrs []error
 	dropHO   bool // acknowledge handover webhooks without applying them
@@ -95,7 +97,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	if mode == "" {
 		mode = "hop_v2"
 	}
-	err := h.sim.PutPage(sim.PageConfig{
+	h.page = sim.PageConfig{
 		PageID: pageID, Mode: mode, PrimaryAppID: primary,
 		Apps: []sim.AppConfig{
 			{AppID: ringcxID, Name: "RingCX", AccessToken: "ringcx-page-token", AppSecret: "ringcx-secret", CallbackURL: hook.URL, VerifyToken: "dev-verify", Fields: []string{"messages", "messaging_handovers", "standby"}},
@@ -104,8 +106,8 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 			{AppID: bot2ID, Name: "Bot 2", AccessToken: "bot2-page-token", AppSecret: "bot2-secret", Fields: []string{"messages", "messaging_handovers", "standby"},
 				Bot: &sim.BotConfig{HonorRequests: true, Reply: "", ClaimIdle: new(bool)}},
 		},
-	})
-	if err != nil {
+	}
+	if err := h.sim.PutPage(h.page); err != nil {
 		t.Fatalf("sim.PutPage: %v", err)
 	}
 	if o.pendingTimeout > 0 {
@@ -116,6 +118,13 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		}
 	}
 	return h
+}
+
+// simPage is the page as given to the simulator, to change and give again.
+func (h *harness) simPage() sim.PageConfig {
+	pc := h.page
+	pc.Apps = append([]sim.AppConfig(nil), h.page.Apps...)
+	return pc
 }
 
 func (h *harness) client(token, secret string) *messenger.Client {

@@ -1,0 +1,280 @@
+package engine_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/threadctl/threadctl/engine"
+	"github.com/threadctl/threadctl/states"
+)
+
+// TestEveryRowAgainstSimulator takes a thread to each state, per primary
+// setting, through the simulator (customer messages, Bots API calls, the
+// bot's own Graph calls), fires each event there, and checks the outcome
+// against the states table: the new state in threadctl, Meta's owner in the
+// simulator, the history entry; and for rows the table does not have, a
+// refusal (API events) or an ignored entry (webhook events). Events are
+// caused as Meta, the bot or the agent would cause them; where Meta never
+// sends an event in a state (control_passed to a thread RingCX already
+// owns), the webhook is delivered to the engine as Meta would shape it, and
+// Meta's owner is not compared.
+func TestEveryRowAgainstSimulator(t *testing.T) {
+	events := []struct {
+		event    states.Event
+		observed states.Observed
+	}{
+		{states.CustomerMessage, ""}, {states.HandoverToAgent, ""}, {states.HandoverToBot, ""},
+		{states.AgentEngage, ""}, {states.ControlPassed, ""}, {states.ControlTaken, ""},
+		{states.ControlRequested, ""}, {states.InterventionClosed, ""}, {states.RequestExpired, ""},
+		{states.OwnerObserved, states.ObservedNone}, {states.OwnerObserved, states.ObservedRingCX},
+		{states.OwnerObserved, states.ObservedOther},
+	}
+	n := 0
+	for _, p := range states.Primaries {
+		for _, ev := range events {
+			for _, from := range states.All {
+				if ev.event == states.RequestExpired && from != states.Pending {
+					continue // its timer exists only in pending-request
+				}
+				name := fmt.Sprintf("%s/%s/%s", p, states.Rule{Event: ev.event, Observed: ev.observed}.Name(), from)
+				n++
+				t.Run(name, func(t *testing.T) {
+					t.Parallel()
+					runCell(t, p, ev.event, ev.observed, from)
+				})
+			}
+		}
+	}
+	t.Logf("%d cells", n)
+}
+
+func runCell(t *testing.T, p states.Primary, ev states.Event, obs states.Observed, from states.State) {
+	opts := harnessOpts{primary: p, noClaimIdle: true}
+	if ev == states.RequestExpired {
+		opts.pendingTimeout = 100 * time.Millisecond
+	}
+	h := newHarness(t, opts)
+	h.reach(p, from)
+	before := h.thread(psid)
+	if before.State != from {
+		t.Fatalf("setup reached %s, want %s", before.State, from)
+	}
+	rule, allowed := states.Lookup(p, ev, obs, from)
+	res, err, injected := h.fire(p, ev, obs, from)
+	after := h.thread(psid)
+	last := h.lastEntry(psid)
+
+	if !allowed {
+		switch {
+		case isAPIEvent(ev):
+			if code(err) != engine.CodeConflict {
+				t.Errorf("not in the table: error = %v, want a conflict", err)
+			}
+			if after.Revision != before.Revision {
+				t.Errorf("a refused API event recorded something: revision %d → %d", before.Revision, after.Revision)
+			}
+		default:
+			if err != nil || last.Event != ev || last.Outcome != engine.OutcomeIgnored || after.State != from {
+				t.Errorf("not in the table: %+v, %v; history %s %s; want ignored in %s", res, err, last.Event, last.Outcome, from)
+			}
+		}
+		return
+	}
+	if err != nil {
+		t.Fatalf("%s from %s: %v", ev, from, err)
+	}
+	want := rule.Dst(from)
+	h.eventually(func() bool { return h.thread(psid).State == want }, func() string {
+		return fmt.Sprintf("state %s, want %s (history ends %s %s)", h.thread(psid).State, want, h.lastEntry(psid).Event, h.lastEntry(psid).Outcome)
+	})
+	if !injected {
+		wantOwner := map[states.State]string{states.Idle: "", states.Agent: ringcxID, states.Bot: botID, states.Pending: botID}[want]
+		h.want(psid, want, wantOwner)
+	}
+	found := false
+	for _, e := range h.history(psid)[before.Revision:] {
+		if e.Event == ev && e.Observed == obs && e.From == from && (e.Outcome == engine.OutcomeApplied || e.Outcome == engine.OutcomeNoChange) {
+			found = true
+			if rule.Call != states.NoCall && (len(e.Calls) == 0 || e.Calls[len(e.Calls)-1].Call != string(rule.Call) || e.Calls[len(e.Calls)-1].Outcome != "ok") {
+				t.Errorf("history %+v: want a successful %s", e, rule.Call)
+			}
+		}
+	}
+	if !found {
+		t.Errorf("no history entry for %s from %s; history: %v", ev, from, historySummary(h.history(psid)))
+	}
+}
+
+func historySummary(hs []engine.HistoryEntry) []string {
+	var out []string
+	for _, e := range hs {
+		out = append(out, fmt.Sprintf("%s(%s):%s→%s:%s", e.Event, e.Observed, e.From, e.To, e.Outcome))
+	}
+	return out
+}
+
+func isAPIEvent(ev states.Event) bool {
+	switch ev {
+	case states.HandoverToAgent, states.HandoverToBot, states.AgentEngage, states.InterventionClosed:
+		return true
+	}
+	return false
+}
+
+// reach takes the thread to state st through the simulator.
+func (h *harness) reach(p states.Primary, st states.State) {
+	h.t.Helper()
+	must := func(_ engine.Result, err error) {
+		h.t.Helper()
+		if err != nil {
+			h.t.Fatalf("reaching %s: %v", st, err)
+		}
+	}
+	h.customer(psid, "hello")
+	switch st {
+	case states.Idle:
+		switch p {
+		case states.PrimaryBot:
+			must(engine.Result{}, h.bot.PassThreadControl(ctx, pageID, psid, ringcxID, ""))
+			h.settle()
+			fallthrough
+		case states.PrimaryRingCX:
+			iv, _, err := h.eng.OpenIntervention(ctx, key(psid))
+			must(engine.Result{}, err)
+			_, _, err = h.eng.CloseIntervention(ctx, iv.ID)
+			must(engine.Result{}, err)
+		}
+	case states.Bot, states.Pending:
+		switch p {
+		case states.PrimaryRingCX, states.PrimaryNone:
+			must(h.apply(states.HandoverToBot, psid, botID))
+		}
+		if st == states.Pending {
+			must(h.apply(states.HandoverToAgent, psid, ""))
+		}
+	case states.Agent:
+		switch p {
+		case states.PrimaryBot:
+			must(engine.Result{}, h.bot.PassThreadControl(ctx, pageID, psid, ringcxID, ""))
+		case states.PrimaryNone:
+			must(h.apply(states.HandoverToAgent, psid, ""))
+		}
+	}
+	h.settle()
+}
+
+// fire causes event ev on a thread in state from, as Meta, the bot or the
+// agent would. injected reports a webhook Meta would not send in that state,
+// delivered to the engine directly.
+func (h *harness) fire(p states.Primary, ev states.Event, obs states.Observed, from states.State) (res engine.Result, err error, injected bool) {
+	h.t.Helper()
+	hook := func(app string) (engine.Result, error) {
+		return h.eng.Apply(ctx, engine.Input{Event: ev, Observed: obs, Key: key(psid), Cause: engine.CauseWebhook, AppID: app, MetaTime: h.now(), DedupKey: fmt.Sprintf("injected:%s:%d", ev, time.Now().UnixNano())})
+	}
+	metaOwner := h.sim.Thread(pageID, psid).OwnerAppID
+	switch ev {
+	case states.CustomerMessage:
+		_, err = h.sim.CustomerMessage(pageID, psid, "again")
+		h.settle()
+		return engine.Result{}, err, false
+	case states.HandoverToAgent:
+		res, err = h.apply(ev, psid, "")
+		return res, err, false
+	case states.HandoverToBot:
+		res, err = h.apply(ev, psid, botID)
+		return res, err, false
+	case states.AgentEngage:
+		_, res, err = h.eng.OpenIntervention(ctx, key(psid))
+		h.settle()
+		return res, err, false
+	case states.InterventionClosed:
+		if from == states.Agent || from == states.Pending {
+			iv, _, err := h.eng.OpenIntervention(ctx, key(psid))
+			if err != nil {
+				return res, err, false
+			}
+			_, res, err = h.eng.CloseIntervention(ctx, iv.ID)
+			h.settle()
+			return res, err, false
+		}
+		res, err = h.eng.Apply(ctx, engine.Input{Event: ev, Key: key(psid), Cause: engine.CauseAgent})
+		return res, err, false
+	case states.ControlPassed:
+		if metaOwner == botID || metaOwner == "" {
+			err = h.bot.PassThreadControl(ctx, pageID, psid, ringcxID, "")
+			h.settle()
+			return engine.Result{}, err, false
+		}
+		res, err = hook(ringcxID)
+		return res, err, true
+	case states.ControlTaken:
+		if metaOwner == ringcxID && p == states.PrimaryBot {
+			err = h.bot.TakeThreadControl(ctx, pageID, psid, "")
+			h.settle()
+			return engine.Result{}, err, false
+		}
+		res, err = hook(botID)
+		return res, err, true
+	case states.ControlRequested:
+		if metaOwner == ringcxID {
+			err = h.bot.RequestThreadControl(ctx, pageID, psid, "")
+			h.settle()
+			return engine.Result{}, err, false
+		}
+		res, err = hook(botID)
+		return res, err, true
+	case states.RequestExpired:
+		h.eventually(func() bool { return h.thread(psid).State != states.Pending }, func() string { return "the request did not expire" })
+		h.settle()
+		return engine.Result{}, nil, false
+	case states.OwnerObserved:
+		// Make Meta's owner what is observed, then report it.
+		switch obs {
+		case states.ObservedNone:
+			if metaOwner != "" {
+				h.ownerRelease(metaOwner)
+			}
+			res, err = h.eng.Apply(ctx, engine.Input{Event: ev, Observed: obs, Key: key(psid), Cause: engine.CauseCheck})
+		case states.ObservedRingCX:
+			if metaOwner != ringcxID {
+				// threadctl must not hear of it: it is to observe it.
+				h.dropHandovers(true)
+				if err := h.bot.PassThreadControl(ctx, pageID, psid, ringcxID, ""); err != nil {
+					h.t.Fatalf("making RingCX the owner: %v", err)
+				}
+				h.settle()
+				h.dropHandovers(false)
+			}
+			res, err = h.eng.Apply(ctx, engine.Input{Event: ev, Observed: obs, AppID: ringcxID, Key: key(psid), Cause: engine.CauseCheck})
+		case states.ObservedOther:
+			if metaOwner != botID {
+				if metaOwner != "" {
+					h.ownerRelease(metaOwner)
+				}
+				if err := h.bot.TakeThreadControl(ctx, pageID, psid, ""); err != nil {
+					h.t.Fatalf("making the bot the owner: %v", err)
+				}
+				h.settle()
+			}
+			res, err = h.eng.Apply(ctx, engine.Input{Event: ev, Observed: obs, AppID: botID, Key: key(psid), Cause: engine.CauseCheck})
+		}
+		h.settle()
+		return res, err, false
+	}
+	h.t.Fatalf("no way to fire %s", ev)
+	return
+}
+
+// ownerRelease has the thread's owner release it (RingCX or the bot),
+// without threadctl hearing of it.
+func (h *harness) ownerRelease(owner string) {
+	h.t.Helper()
+	c := h.bot
+	if owner == ringcxID {
+		c = h.client("ringcx-page-token", "ringcx-secret")
+	}
+	if err := c.ReleaseThreadControl(ctx, pageID, psid); err != nil {
+		h.t.Fatalf("release by %s: %v", owner, err)
+	}
+}
