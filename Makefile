@@ -24,9 +24,10 @@ bench:
 docs: build
 	./$(BIN) diagram --docs docs
 
-# Debian packages some commands and tests use: Graphviz renders SVG diagrams.
+# Debian packages some commands and tests use: Graphviz renders SVG diagrams,
+# Chromium runs the debug page's browser test.
 setup:
-	apt-get install -y --no-install-recommends graphviz
+	apt-get install -y --no-install-recommends graphviz chromium fonts-dejavu-core
 
 clean:
 	rm -rf bin

@@ -290,27 +290,33 @@ func (e *Engine) ChangePrimary(ctx context.Context, pageID string, roles map[str
 	if err != nil {
 		return "", err
 	}
+	// An app named primary wins; otherwise the primary losing its role
+	// leaves the page without one (Meta tells each app only its own role).
 	next := p.Primary
+	demoted := false
 	for app, rs := range roles {
 		primary := slices.Contains(rs, "primary_receiver")
 		switch {
-		case app == p.RingCXAppID && primary:
+		case primary && app == p.RingCXAppID:
 			next = states.PrimaryRingCX
-		case app == p.RingCXAppID && p.Primary == states.PrimaryRingCX:
-			next = states.PrimaryNone
-		case p.IsBotApp(app) && primary:
+		case primary && p.IsBotApp(app):
 			next = states.PrimaryBot
 			// The primary bot app is the first of the list.
 			ids := slices.DeleteFunc(slices.Clone(p.BotAppIDs), func(s string) bool { return s == app })
 			p.BotAppIDs = append([]string{app}, ids...)
-		case p.IsBotApp(app) && p.Primary == states.PrimaryBot && app == p.PrimaryBotApp():
-			next = states.PrimaryNone
+		case !primary && app == p.RingCXAppID && p.Primary == states.PrimaryRingCX,
+			!primary && p.Primary == states.PrimaryBot && app == p.PrimaryBotApp():
+			demoted = true
 		}
 	}
-	if next == p.Primary {
+	if next == p.Primary && demoted {
+		next = states.PrimaryNone
+	}
+	before, _ := e.Page(pageID)
+	if next == before.Primary && p.PrimaryBotApp() == before.PrimaryBotApp() {
 		return next, nil
 	}
-	e.log.Info("page primary changed", "page_id", pageID, "from", p.Primary, "to", next, "cause", "app_roles")
+	e.log.Info("page primary changed", "page_id", pageID, "from", before.Primary, "to", next, "primary_bot_app", p.PrimaryBotApp(), "cause", "app_roles")
 	p.Primary = next
 	return next, e.SetPage(ctx, p)
 }

@@ -121,6 +121,9 @@ func New(cfg Config) (*Server, error) {
 	api.GET("/1.0/contents/:id", s.getContent)
 	api.GET("/debug/threads", s.listThreads)
 	api.GET("/debug/threads/:identity_foreign_id", s.getThread)
+	api.GET("/debug", s.debugRedirect)
+	api.GET("/debug/", s.debugList)
+	api.GET("/debug/threads/:identity_foreign_id/view", s.debugThread)
 	api.GET("/diagrams/:file", s.stateDiagram)
 	api.GET("/diagrams/threads/:file", s.threadDiagram)
 	api.GET("/diagrams/workflows/:file", s.workflowDiagram)
@@ -176,8 +179,8 @@ func (s *Server) auth(next echo.HandlerFunc) echo.HandlerFunc {
 	return func(c echo.Context) error {
 		token := c.QueryParam("access_token")
 		if h := c.Request().Header.Get(echo.HeaderAuthorization); h != "" {
-			bearer, ok := strings.CutPrefix(h, "Bearer ")
-			if !ok {
+			scheme, bearer, ok := strings.Cut(h, " ")
+			if !ok || !strings.EqualFold(scheme, "Bearer") {
 				return &apiError{status: http.StatusUnauthorized, msg: "the Authorization header must be \"Bearer <access_token>\""}
 			}
 			token = strings.TrimSpace(bearer)

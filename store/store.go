@@ -173,17 +173,34 @@ func (r rejected) Error() string { return r.err.Error() }
 func (r rejected) Unwrap() error { return r.err }
 
 func (s *DB) update(ctx context.Context, check, apply func(tx *bolt.Tx) error) error {
+	closed := fmt.Errorf("%w: closed", ErrUnavailable)
+	select {
+	case <-s.stop:
+		return closed
+	default:
+	}
 	o := &op{check: check, apply: apply, done: make(chan error, 1)}
 	select {
 	case s.ops <- o:
 	case <-s.stop:
-		return fmt.Errorf("%w: closed", ErrUnavailable)
+		return closed
 	case <-ctx.Done():
 		return ctx.Err()
 	}
 	// Once queued, the commit is waited for even if ctx ends: the caller
-	// must learn whether it is durable.
-	return <-o.done
+	// must learn whether it is durable. If the loop stopped meanwhile, the
+	// commit was either answered or never taken.
+	select {
+	case err := <-o.done:
+		return err
+	case <-s.stopped:
+		select {
+		case err := <-o.done:
+			return err
+		default:
+			return closed
+		}
+	}
 }
 
 func (s *DB) commitLoop() {
