@@ -511,6 +511,9 @@ func (s *DB) ListThreads(ctx context.Context, f engine.ListFilter) ([]engine.Thr
 			}
 			key = func(k []byte) []byte { return k }
 		}
+		if after != nil && !validCursor(after, prefix, key) {
+			return fmt.Errorf("%w: %q", engine.ErrBadCursor, f.After)
+		}
 		var k []byte
 		if after != nil {
 			k, _ = c.Seek(after)
@@ -534,6 +537,15 @@ func (s *DB) ListThreads(ctx context.Context, f engine.ListFilter) ([]engine.Thr
 		return nil
 	})
 	return out, next, err
+}
+
+// validCursor reports whether a cursor is an index key this list could have
+// returned: under the list's prefix, naming a thread.
+func validCursor(after, prefix []byte, key func([]byte) []byte) bool {
+	if !bytes.HasPrefix(after, prefix) || len(after) <= len(prefix) {
+		return false
+	}
+	return validKey(parseThreadKey(key(after))) == nil
 }
 
 // out2key is the index key of a listed thread, the cursor of the next page.

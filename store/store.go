@@ -285,7 +285,7 @@ func (s *DB) view(fn func(tx *bolt.Tx) error) error {
 }
 
 func isDomain(err error) bool {
-	return errors.Is(err, engine.ErrNotFound) || errors.Is(err, engine.ErrConflict) || errors.Is(err, engine.ErrAmbiguous)
+	return errors.Is(err, engine.ErrNotFound) || errors.Is(err, engine.ErrConflict) || errors.Is(err, engine.ErrAmbiguous) || errors.Is(err, engine.ErrBadCursor)
 }
 
 // ---- keys
