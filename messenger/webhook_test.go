@@ -14,6 +14,7 @@ func TestIDDecodes(t *testing.T) {
 		wantErr  bool
 	}{
 		{"string", `"123456789"`, "123456789", false},
+		{"string with an escape", `"12\u0033"`, "123", false},
 		{"number", `976665718578167`, "976665718578167", false},
 		{"sixteen digits keep precision", `9007199254740993`, "9007199254740993", false},
 		{"null is idle", `null`, "", false},

@@ -64,7 +64,7 @@ func (s *Server) handover(c echo.Context) (err error) {
 	if _, err := s.cfg.Engine.Apply(c.Request().Context(), in); err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, okBody)
+	return success(c)
 }
 
 // identity finds the thread of an identity_foreign_id (optionally on one

@@ -102,7 +102,7 @@ func New(cfg Config) (*Server, error) {
 	}}))
 	e.Use(s.bodyLimit)
 
-	e.GET("/healthz", func(c echo.Context) error { return c.JSON(http.StatusOK, okBody) })
+	e.GET("/healthz", func(c echo.Context) error { return success(c) })
 	e.GET("/readyz", s.readyz)
 	if cfg.Metrics != nil {
 		e.GET("/metrics", echo.WrapHandler(cfg.Metrics.Handler()))
@@ -163,7 +163,11 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	return s.http.Shutdown(ctx)
 }
 
-var okBody = Envelope{Status: http.StatusOK, Message: "Success"}
+// okJSON is the success envelope, encoded once.
+var okJSON = []byte(`{"status":200,"message":"Success"}` + "\n")
+
+// success answers the Bots API's success envelope.
+func success(c echo.Context) error { return c.JSONBlob(http.StatusOK, okJSON) }
 
 func (s *Server) readyz(c echo.Context) error {
 	if s.cfg.Ready != nil {
@@ -171,7 +175,7 @@ func (s *Server) readyz(c echo.Context) error {
 			return &apiError{status: http.StatusServiceUnavailable, msg: "not ready: " + err.Error()}
 		}
 	}
-	return c.JSON(http.StatusOK, okBody)
+	return success(c)
 }
 
 // auth accepts an API token as ?access_token= or Authorization: Bearer.
@@ -223,11 +227,18 @@ func (s *Server) accessLog(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		d := time.Since(start)
 		s.metrics.HTTPRequest(route, c.Request().Method, status, d)
+		// Webhooks and probes are the bulk of the traffic: logged at debug
+		// level unless they fail.
 		level := slog.LevelInfo
-		if status >= 500 {
+		switch {
+		case status >= 500:
 			level = slog.LevelError
-		} else if route == "/healthz" || route == "/readyz" || route == "/metrics" {
+		case status >= 400:
+		case route == "/webhooks/messenger", route == "/healthz", route == "/readyz", route == "/metrics":
 			level = slog.LevelDebug
+		}
+		if !s.log.Enabled(c.Request().Context(), level) {
+			return nil
 		}
 		s.log.Log(c.Request().Context(), level, "http request",
 			"request_id", requestID(c), "method", c.Request().Method, "route", route,

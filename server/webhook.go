@@ -54,7 +54,7 @@ func (s *Server) webhookReceive(c echo.Context) error {
 	if err := s.applyAll(ctx, tr.Inputs); err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, okBody)
+	return success(c)
 }
 
 // applyAll applies inputs, each thread's in order, different threads in

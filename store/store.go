@@ -31,6 +31,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -75,15 +76,21 @@ type Options struct {
 	OpenTimeout time.Duration
 }
 
-// DB is the bbolt store. Commits from concurrent callers are grouped: the
-// first caller's commit starts at once, and whatever arrives while a
-// transaction is being written shares the next one (one fsync for all).
+// DB is the bbolt store. Commits from concurrent callers are grouped, leader
+// and followers: a caller that finds no transaction under way writes its
+// commit at once, in its own goroutine; callers arriving meanwhile queue, and
+// when the transaction ends the first of them leads the next one, carrying
+// all that queued (one fsync for all). A lone caller pays no delay and no
+// hand-off; under load, transactions grow with concurrency.
 type DB struct {
-	db      *bolt.DB
-	opts    Options
-	ops     chan *op
-	stop    chan struct{}
-	stopped chan struct{}
+	db   *bolt.DB
+	opts Options
+
+	mu         sync.Mutex
+	committing bool  // a leader is writing a transaction
+	queue      []*op // commits waiting for the next transaction
+	closed     bool
+	idle       *sync.Cond // signalled when committing ends
 }
 
 var _ engine.Store = (*DB)(nil)
@@ -115,8 +122,8 @@ func OpenFile(path string, opts Options) (*DB, error) {
 		bdb.Close()
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
-	s := &DB{db: bdb, opts: opts, ops: make(chan *op, opts.MaxBatch), stop: make(chan struct{}), stopped: make(chan struct{})}
-	go s.commitLoop()
+	s := &DB{db: bdb, opts: opts}
+	s.idle = sync.NewCond(&s.mu)
 	return s, nil
 }
 
@@ -140,29 +147,38 @@ func initBuckets(db *bolt.DB) error {
 	})
 }
 
-// Close stops accepting commits, waits for the one being written and closes
-// the file.
+// Close stops accepting commits, waits for those being written (and those
+// already queued) and closes the file.
 func (s *DB) Close() error {
-	select {
-	case <-s.stop:
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
 		return nil
-	default:
 	}
-	close(s.stop)
-	<-s.stopped
+	s.closed = true
+	for s.committing {
+		s.idle.Wait()
+	}
+	s.mu.Unlock()
 	return s.db.Close()
 }
 
 // Path is the bbolt file's path.
 func (s *DB) Path() string { return s.db.Path() }
 
-// op is one commit waiting for the commit loop: check validates without
-// writing (its error rejects this commit only); apply writes (its error
-// aborts the transaction, and each commit of the batch is then retried alone).
+// op is one commit: check validates without writing (its error rejects this
+// commit only); apply writes (its error aborts the transaction, and each
+// commit of the batch is then retried alone). done receives the outcome, or
+// nil in lead when its caller is to write the next transaction.
 type op struct {
 	check func(tx *bolt.Tx) error
 	apply func(tx *bolt.Tx) error
-	done  chan error
+	done  chan result
+}
+
+type result struct {
+	err  error
+	lead bool // write the next transaction: the queue as it is then
 }
 
 // rejected marks a commit refused by its own check, which leaves the
@@ -172,71 +188,66 @@ type rejected struct{ err error }
 func (r rejected) Error() string { return r.err.Error() }
 func (r rejected) Unwrap() error { return r.err }
 
+var errClosed = fmt.Errorf("%w: closed", ErrUnavailable)
+
+// update commits check/apply durably, in a transaction shared with the
+// commits of other callers. Once queued a commit is waited for even if ctx
+// ends: the caller must learn whether it is durable.
 func (s *DB) update(ctx context.Context, check, apply func(tx *bolt.Tx) error) error {
-	closed := fmt.Errorf("%w: closed", ErrUnavailable)
-	select {
-	case <-s.stop:
-		return closed
-	default:
-	}
-	o := &op{check: check, apply: apply, done: make(chan error, 1)}
-	select {
-	case s.ops <- o:
-	case <-s.stop:
-		return closed
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	// Once queued, the commit is waited for even if ctx ends: the caller
-	// must learn whether it is durable. If the loop stopped meanwhile, the
-	// commit was either answered or never taken.
-	select {
-	case err := <-o.done:
+	if err := ctx.Err(); err != nil {
 		return err
-	case <-s.stopped:
-		select {
-		case err := <-o.done:
-			return err
-		default:
-			return closed
-		}
 	}
+	o := &op{check: check, apply: apply, done: make(chan result, 1)}
+	s.mu.Lock()
+	switch {
+	case s.closed:
+		s.mu.Unlock()
+		return errClosed
+	case s.committing:
+		s.queue = append(s.queue, o)
+		s.mu.Unlock()
+		r := <-o.done
+		if !r.lead {
+			return r.err
+		}
+		// Lead: take the queue (this commit is in it) and write it.
+		s.mu.Lock()
+		batch := s.takeQueue()
+		s.mu.Unlock()
+		s.lead(batch)
+	default:
+		s.committing = true
+		s.mu.Unlock()
+		s.lead([]*op{o})
+	}
+	return (<-o.done).err
 }
 
-func (s *DB) commitLoop() {
-	defer close(s.stopped)
-	batch := make([]*op, 0, s.opts.MaxBatch)
-	for {
-		select {
-		case o := <-s.ops:
-			batch = append(batch[:0], o)
-		case <-s.stop:
-			s.drain()
-			return
-		}
-	fill:
-		for len(batch) < s.opts.MaxBatch {
-			select {
-			case o := <-s.ops:
-				batch = append(batch, o)
-			default:
-				break fill
-			}
-		}
-		s.run(batch)
+// takeQueue returns up to MaxBatch queued commits. The caller holds s.mu.
+func (s *DB) takeQueue() []*op {
+	n := min(len(s.queue), s.opts.MaxBatch)
+	batch := s.queue[:n:n]
+	s.queue = s.queue[n:]
+	if len(s.queue) == 0 {
+		s.queue = nil
 	}
+	return batch
 }
 
-// drain fails commits queued after Close began.
-func (s *DB) drain() {
-	for {
-		select {
-		case o := <-s.ops:
-			o.done <- fmt.Errorf("%w: closed", ErrUnavailable)
-		default:
-			return
-		}
+// lead writes one transaction, then hands the lead to the first queued
+// commit, or ends the committing.
+func (s *DB) lead(batch []*op) {
+	s.run(batch)
+	s.mu.Lock()
+	if len(s.queue) == 0 {
+		s.committing = false
+		s.idle.Broadcast()
+		s.mu.Unlock()
+		return
 	}
+	next := s.queue[0]
+	s.mu.Unlock()
+	next.done <- result{lead: true}
 }
 
 func (s *DB) run(batch []*op) {
@@ -267,11 +278,11 @@ func (s *DB) run(batch []*op) {
 	for i, o := range batch {
 		switch {
 		case err != nil:
-			o.done <- fmt.Errorf("%w: %v", ErrUnavailable, err)
+			o.done <- result{err: fmt.Errorf("%w: %v", ErrUnavailable, err)}
 		case errs[i] != nil:
-			o.done <- errs[i].(rejected).err
+			o.done <- result{err: errs[i].(rejected).err}
 		default:
-			o.done <- nil
+			o.done <- result{}
 		}
 	}
 }
