@@ -145,38 +145,45 @@ func serveErr(err error) error {
 }
 
 // configureSim gives the simulator each page, with the RingCX app's webhooks
-// pointed at this service and a reference bot per bot app.
+// pointed at this service.
 func (a *App) configureSim(pages []PageConfig) error {
 	callback := "http://" + loopback(a.httpLn.Addr()) + "/webhooks/messenger"
 	for _, p := range pages {
-		pc := sim.PageConfig{PageID: p.PageID, Mode: "hop_v2"}
-		switch states.Primary(p.Primary) {
-		case states.PrimaryBot:
-			pc.PrimaryAppID = p.BotAppIDs[0]
-		case states.PrimaryRingCX:
-			pc.PrimaryAppID = p.RingCXAppID
-		}
-		pc.Apps = append(pc.Apps, sim.AppConfig{
-			AppID: p.RingCXAppID, Name: "RingCX", AccessToken: p.PageToken, AppSecret: p.RingCXAppSecret,
-			CallbackURL: callback, VerifyToken: a.cfg.Webhook.VerifyToken,
-			Fields: []string{"messages", "messaging_handovers", "standby"},
-		})
-		for i, id := range p.BotAppIDs {
-			token, secret := "bot-"+id+"-page-token", "bot-"+id+"-secret"
-			if p.PageID == demoPageID && id == demoBotAppID {
-				token, secret = demoBotToken, demoBotSecret
-			}
-			pc.Apps = append(pc.Apps, sim.AppConfig{
-				AppID: id, Name: fmt.Sprintf("Bot %d", i+1), AccessToken: token, AppSecret: secret,
-				Fields: []string{"messages", "messaging_handovers", "standby"},
-				Bot:    &sim.BotConfig{HonorRequests: true, Reply: "echo"},
-			})
-		}
-		if err := a.sim.PutPage(pc); err != nil {
+		if err := a.sim.PutPage(simPage(p, callback, a.cfg.Webhook.VerifyToken)); err != nil {
 			return fmt.Errorf("simulator page %s: %w", p.PageID, err)
 		}
 	}
 	return nil
+}
+
+// simPage is a configured page as the simulator sees it: mode hop_v2, the
+// RingCX app whose webhooks go to callback, and a reference bot (honouring
+// requests, echoing) per bot app. The demo's bot has the demo token and
+// secret; other bots get bot-<app id>-page-token and bot-<app id>-secret.
+func simPage(p PageConfig, callback, verifyToken string) sim.PageConfig {
+	fields := []string{"messages", "messaging_handovers", "standby"}
+	pc := sim.PageConfig{PageID: p.PageID, Mode: "hop_v2"}
+	switch states.Primary(p.Primary) {
+	case states.PrimaryBot:
+		pc.PrimaryAppID = p.BotAppIDs[0]
+	case states.PrimaryRingCX:
+		pc.PrimaryAppID = p.RingCXAppID
+	}
+	pc.Apps = append(pc.Apps, sim.AppConfig{
+		AppID: p.RingCXAppID, Name: "RingCX", AccessToken: p.PageToken, AppSecret: p.RingCXAppSecret,
+		CallbackURL: callback, VerifyToken: verifyToken, Fields: fields,
+	})
+	for i, id := range p.BotAppIDs {
+		token, secret := "bot-"+id+"-page-token", "bot-"+id+"-secret"
+		if p.PageID == demoPageID && id == demoBotAppID {
+			token, secret = demoBotToken, demoBotSecret
+		}
+		pc.Apps = append(pc.Apps, sim.AppConfig{
+			AppID: id, Name: fmt.Sprintf("Bot %d", i+1), AccessToken: token, AppSecret: secret, Fields: fields,
+			Bot: &sim.BotConfig{HonorRequests: true, Reply: "echo"},
+		})
+	}
+	return pc
 }
 
 // loopback is addr with an unspecified host replaced by 127.0.0.1.

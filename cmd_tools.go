@@ -48,8 +48,7 @@ func cmdSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	s := sim.New(sim.Options{Logger: log})
 	defer s.Close()
 	if !*noDemo {
-		pc := demoSimPage(p, *callback)
-		if err := s.PutPage(pc); err != nil {
+		if err := s.PutPage(simPage(demoPages(p, 0)[0], *callback, demoVerifyToken)); err != nil {
 			return err
 		}
 	}
@@ -66,23 +65,6 @@ func cmdSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}()
 	log.Info("messenger simulator serving", "addr", ln.Addr().String(), "demo", !*noDemo)
 	return serveErr(srv.Serve(ln))
-}
-
-// demoSimPage is the demo page of SPEC.md §7 as the simulator sees it.
-func demoSimPage(p states.Primary, callback string) sim.PageConfig {
-	pc := sim.PageConfig{PageID: demoPageID, Mode: "hop_v2"}
-	switch p {
-	case states.PrimaryBot:
-		pc.PrimaryAppID = demoBotAppID
-	case states.PrimaryRingCX:
-		pc.PrimaryAppID = demoRingCXAppID
-	}
-	fields := []string{"messages", "messaging_handovers", "standby"}
-	pc.Apps = []sim.AppConfig{
-		{AppID: demoRingCXAppID, Name: "RingCX", AccessToken: demoRingCXToken, AppSecret: demoRingCXSec, CallbackURL: callback, VerifyToken: demoVerifyToken, Fields: fields},
-		{AppID: demoBotAppID, Name: "Bot", AccessToken: demoBotToken, AppSecret: demoBotSecret, Fields: fields, Bot: &sim.BotConfig{HonorRequests: true, Reply: "echo"}},
-	}
-	return pc
 }
 
 // cmdCheck verifies the bbolt file.
