@@ -75,7 +75,7 @@ func threadView(t engine.Thread, page engine.Page) ThreadView {
 	v := ThreadView{
 		IdentityForeignID: t.PSID, PageID: t.PageID, State: t.State, OwnerAppID: t.Owner,
 		Primary: page.Primary, PrimaryAtLast: t.Primary, Revision: t.Revision,
-		AvailableEvents: states.Available(page.Primary, t.State),
+		AvailableEvents: states.Allowed(page.Primary, states.Facts{State: t.State, Owner: t.Owner, InterventionOpen: t.Intervention != ""}),
 		LastActivityAt:  t.LastActivity, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt,
 		QueuedContents: []ContentView{},
 	}

@@ -1454,15 +1454,16 @@ func TestDebugThread(t *testing.T) {
 		}
 	})
 	t.Run("available events", func(t *testing.T) {
-		// SPEC.md §2, pending-request with primary bot.
-		for _, e := range []states.Event{states.ControlPassed, states.InterventionClosed, states.RequestExpired, states.HandoverToBot, states.CustomerMessage} {
+		// SPEC.md §2, pending-request with primary bot; the open intervention
+		// refuses handover_to_bot.
+		for _, e := range []states.Event{states.ControlPassed, states.InterventionClosed, states.RequestExpired, states.CustomerMessage} {
 			if !slices.Contains(v.AvailableEvents, string(e)) {
 				t.Errorf("available_events %v lacks %s", v.AvailableEvents, e)
 			}
 		}
-		for _, e := range []states.Event{states.ControlTaken, states.ControlRequested} {
+		for _, e := range []states.Event{states.ControlTaken, states.ControlRequested, states.HandoverToBot} {
 			if slices.Contains(v.AvailableEvents, string(e)) {
-				t.Errorf("available_events %v has %s, which is not allowed in pending-request", v.AvailableEvents, e)
+				t.Errorf("available_events %v has %s, which is not allowed in pending-request with an intervention open", v.AvailableEvents, e)
 			}
 		}
 	})

@@ -218,3 +218,19 @@ func BenchmarkDecide(b *testing.B) {
 		}
 	}
 }
+
+func TestAllowedAppliesGuards(t *testing.T) {
+	free := Allowed(PrimaryBot, Facts{State: Agent, Owner: "200"})
+	engaged := Allowed(PrimaryBot, Facts{State: Agent, Owner: "200", InterventionOpen: true})
+	for _, e := range []Event{HandoverToBot, ControlRequested} {
+		if !slices.Contains(free, e) {
+			t.Errorf("without an intervention %s should be allowed: %v", e, free)
+		}
+		if slices.Contains(engaged, e) {
+			t.Errorf("during an intervention %s should not be allowed: %v", e, engaged)
+		}
+	}
+	if got, want := len(engaged), len(free)-2; got != want {
+		t.Errorf("during an intervention %d events, want %d", got, want)
+	}
+}

@@ -150,6 +150,29 @@ func Available(p Primary, s State) []Event {
 	return out
 }
 
+// Allowed lists the events the table and its guards allow for a thread with
+// facts, in table order: Available without the events a guard refuses now
+// (handing the thread to a bot during an intervention, say). Events naming
+// an app are tried with the thread's owner.
+func Allowed(p Primary, f Facts) []Event {
+	var out []Event
+	for _, e := range Available(p, f.State) {
+		g := guards[e]
+		if g == nil {
+			out = append(out, e)
+			continue
+		}
+		probe := f
+		if probe.AppID == "" {
+			probe.AppID = f.Owner
+		}
+		if g(probe) == nil {
+			out = append(out, e)
+		}
+	}
+	return out
+}
+
 // validate checks the invariants a table must hold: every event of SPEC.md §2
 // appears, states are known, and no (event, state) pair has two rows.
 func validate(p Primary) error {
