@@ -13,12 +13,13 @@ type scheduler struct {
 	clock Clock
 	fire  func(Timer)
 
-	mu    sync.Mutex
-	items map[timerID]*timerItem
-	h     timerHeap
-	wake  chan struct{}
-	stop  chan struct{}
-	done  chan struct{}
+	mu     sync.Mutex
+	items  map[timerID]*timerItem
+	h      timerHeap
+	wakeAt time.Time // when run will look at the heap again; zero: not waiting on a time
+	wake   chan struct{}
+	stop   chan struct{}
+	done   chan struct{}
 }
 
 type timerID struct {
@@ -68,8 +69,13 @@ func (s *scheduler) set(t Timer) {
 		s.items[id] = it
 		heap.Push(&s.h, it)
 	}
+	// Wake run only if it would otherwise look too late: most moves are
+	// later (activity extends the control window) and need no wake-up.
+	early := s.wakeAt.IsZero() || t.Due.Before(s.wakeAt)
 	s.mu.Unlock()
-	s.poke()
+	if early {
+		s.poke()
+	}
 }
 
 // cancel disarms the thread's timer of a kind, if armed.
@@ -117,7 +123,9 @@ func (s *scheduler) run() {
 			due = append(due, it.Timer)
 		}
 		var wait <-chan time.Time
+		s.wakeAt = time.Time{}
 		if len(s.h) > 0 {
+			s.wakeAt = s.h[0].Due
 			wait = s.clock.After(s.h[0].Due.Sub(now))
 		}
 		s.mu.Unlock()
