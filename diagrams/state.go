@@ -189,7 +189,7 @@ func htmlEscape(s string) string {
 }
 
 // ErrNoGraphviz is returned by SVG when Graphviz's dot is not installed.
-var ErrNoGraphviz = errors.New("Graphviz's dot is not installed: install the Debian package graphviz (make setup) to render SVG; the .dot and .mmd formats need nothing")
+var ErrNoGraphviz = errors.New("graphviz's dot is not installed: install the Debian package graphviz (make setup) to render SVG; the .dot and .mmd formats need nothing")
 
 // SVG renders DOT source to SVG with Graphviz's dot.
 func SVG(ctx context.Context, dot string) ([]byte, error) {

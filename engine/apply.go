@@ -102,11 +102,11 @@ func (e *Engine) applyLocked(ctx context.Context, in *Input) (Result, error) {
 	if page, perr := e.page(in.Key.PageID); perr == nil && inconsistent(in.Channel, res.To, page.Primary) {
 		// Meta routed the message as if someone else owned the thread (or
 		// we did): ask who does. A failure here leaves the message applied.
-		if cres, cerr := e.correct(ctx, in.Key, CauseCheck); cerr == nil {
+		cres, cerr := e.correct(ctx, in.Key, CauseCheck)
+		if cerr == nil {
 			return cres, nil
-		} else {
-			e.log.Warn("owner check after a customer message failed", "thread", in.Key, "err", cerr)
 		}
+		e.log.Warn("owner check after a customer message failed", "thread", in.Key, "err", cerr)
 	}
 	return res, nil
 }
@@ -315,12 +315,12 @@ func (e *Engine) callFailed(ctx context.Context, t *Thread, in *Input, page Page
 		return res, err
 	}
 	if retry {
-		if _, cerr := e.correct(ctx, in.Key, CauseCheck); cerr == nil {
+		_, cerr := e.correct(ctx, in.Key, CauseCheck)
+		if cerr == nil {
 			in.calls = nil
 			return e.apply(ctx, in, false)
-		} else {
-			e.log.Warn("owner correction failed", "thread", in.Key, "err", cerr)
 		}
+		e.log.Warn("owner correction failed", "thread", in.Key, "err", cerr)
 	}
 	return res, wrapCallErr(callErr, calls)
 }

@@ -183,7 +183,7 @@ func TestClientAcceptsDocumentedAnswers(t *testing.T) {
 		}
 		body, ok := answers[r.URL.Path]
 		if !ok {
-			http.Error(w, `<html>gateway exploded</html>`, 502)
+			http.Error(w, `<html>gateway exploded</html>`, http.StatusBadGateway)
 			return
 		}
 		w.Write([]byte(body))
@@ -203,7 +203,7 @@ func TestClientAcceptsDocumentedAnswers(t *testing.T) {
 	}
 	err := c.ReleaseThreadControl(ctx, "1", "2")
 	var me *messenger.Error
-	if !errors.As(err, &me) || me.HTTPStatus != 502 || !strings.Contains(me.Message, "gateway exploded") {
+	if !errors.As(err, &me) || me.HTTPStatus != http.StatusBadGateway || !strings.Contains(me.Message, "gateway exploded") {
 		t.Errorf("non-JSON error = %v, want the raw text kept", err)
 	}
 	if strings.Contains(err.Error(), "tok") {

@@ -454,8 +454,8 @@ func (s *DB) History(ctx context.Context, key engine.ThreadKey, before uint64, l
 			before = ^uint64(0)
 		}
 		// Seek to the first key at or past revision before, step back once.
-		k, v := c.Seek(historyKey(key, before))
-		if k == nil {
+		var k, v []byte
+		if k, _ = c.Seek(historyKey(key, before)); k == nil {
 			k, v = c.Last()
 		} else {
 			k, v = c.Prev()

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/threadctl/threadctl/engine"
 	"github.com/threadctl/threadctl/states"
@@ -113,7 +114,7 @@ func OpenFile(path string, opts Options) (*DB, error) {
 	}
 	bdb, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.OpenTimeout, FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("opening %s: another process holds it open", path)
 		}
 		return nil, fmt.Errorf("opening %s: %w", path, err)
