@@ -340,7 +340,7 @@ func TestDebugPageThread(t *testing.T) {
 	t.Run("without Graphviz", func(t *testing.T) {
 		t.Setenv("PATH", t.TempDir()) // no dot to be found
 		body := checkHTML(t, f.do(t, http.MethodGet, view+"?"+tok, nil, nil), http.StatusOK)
-		for _, want := range []string{"Graphviz&#39;s dot is not installed", "<pre>", "stateDiagram-v2", "class pending_request current"} {
+		for _, want := range []string{"graphviz&#39;s dot is not installed", "<pre>", "stateDiagram-v2", "class pending_request current"} {
 			if !strings.Contains(body, want) {
 				t.Errorf("without Graphviz the page lacks %s", want)
 			}
