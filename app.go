@@ -113,13 +113,15 @@ func (a *App) start(ctx context.Context) error {
 			return err
 		}
 	}
-	if err := a.engine.Start(ctx); err != nil {
-		return err
-	}
+	// The simulator gets its pages first: the engine's start-up recovery
+	// may ask it who owns threads.
 	if a.sim != nil {
 		if err := a.configureSim(pages); err != nil {
 			return err
 		}
+	}
+	if err := a.engine.Start(ctx); err != nil {
+		return err
 	}
 	a.server, err = server.New(server.Config{
 		Engine: a.engine, APITokens: cfg.APITokens, VerifyToken: cfg.Webhook.VerifyToken,
