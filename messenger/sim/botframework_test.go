@@ -9,7 +9,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"hash"
 	"io"
@@ -17,7 +16,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -49,9 +47,6 @@ const (
 	bfFramework     = "bottender"
 	bfWait          = 15 * time.Second // the longest wait for one thing the bot does
 	bfProcessBudget = 90 * time.Second // the bot process is killed after this long
-	// bfRequireEnv makes a missing Node.js or node_modules a failure instead of a skip; the same
-	// switch as TestThirdPartyClient's.
-	bfRequireEnv = "THREADCTL_REQUIRE_THIRDPARTY"
 )
 
 // TestBotFrameworkBottender runs a bot written with bottender (Node.js, unmodified, served as
@@ -71,7 +66,7 @@ const (
 //     direct POSTs show which header bottender verifies.
 func TestBotFrameworkBottender(t *testing.T) {
 	start := time.Now()
-	node, version := botFrameworkReady(t)
+	node, version := nodePackages(t, bfDir, bfFramework, "npm ci --ignore-scripts --prefix messenger/sim/"+bfDir)
 
 	// RingCX's webhook endpoint: answers 200.
 	ringcx := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -539,58 +534,6 @@ func TestBotFrameworkBottender(t *testing.T) {
 	}
 	t.Logf("%s %s verified X-Hub-Signature (sha1) on %d simulator POSTs (%d with several entries) and %d direct POSTs; run time %v",
 		bfFramework, version, len(posts), len(batchIDs), len(directCases), elapsed.Round(time.Millisecond))
-}
-
-// botFrameworkReady returns the node binary and the installed bottender version, or skips (fails
-// when THREADCTL_REQUIRE_THIRDPARTY=1) when Node.js or the npm packages are missing.
-func botFrameworkReady(t *testing.T) (node, version string) {
-	t.Helper()
-	unavailable := func(format string, args ...any) {
-		t.Helper()
-		msg := fmt.Sprintf(format, args...)
-		if os.Getenv(bfRequireEnv) == "1" {
-			t.Fatalf("%s (%s=1 requires this test to run)", msg, bfRequireEnv)
-		}
-		t.Skipf("%s; set %s=1 to make this a failure", msg, bfRequireEnv)
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		unavailable("Node.js is not installed (node not on PATH)")
-	}
-	var pkg struct {
-		Dependencies map[string]string `json:"dependencies"`
-	}
-	b, err := os.ReadFile(filepath.Join(bfDir, "package.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &pkg); err != nil {
-		t.Fatalf("%s/package.json: %v", bfDir, err)
-	}
-	for name, pin := range pkg.Dependencies {
-		var installed struct {
-			Version string `json:"version"`
-		}
-		b, err = os.ReadFile(filepath.Join(bfDir, "node_modules", name, "package.json"))
-		if errors.Is(err, os.ErrNotExist) {
-			unavailable("%s/node_modules is missing: run `npm ci --ignore-scripts --prefix messenger/sim/%s`", bfDir, bfDir)
-		} else if err != nil {
-			t.Fatal(err)
-		}
-		if err := json.Unmarshal(b, &installed); err != nil {
-			t.Fatalf("installed %s: %v", name, err)
-		}
-		if installed.Version != pin {
-			t.Fatalf("%s/node_modules has %s %s, package.json pins %s: run `npm ci --ignore-scripts` there", bfDir, name, installed.Version, pin)
-		}
-		if name == bfFramework {
-			version = installed.Version
-		}
-	}
-	if version == "" {
-		t.Fatalf("%s/package.json does not depend on %s", bfDir, bfFramework)
-	}
-	return node, version
 }
 
 // bfLine is one JSON line printed by testdata/botframework (server.js, index.js, _error.js).

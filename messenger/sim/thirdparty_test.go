@@ -8,7 +8,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"mime"
@@ -16,7 +15,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -38,8 +36,6 @@ const (
 
 	tpDir     = "testdata/thirdparty"
 	tpLibrary = "messaging-api-messenger"
-	// tpRequireEnv makes a missing Node.js or node_modules a failure instead of a skip.
-	tpRequireEnv = "THREADCTL_REQUIRE_THIRDPARTY"
 )
 
 // clientLine is one line printed by testdata/thirdparty/client.js.
@@ -77,7 +73,7 @@ type tpRequest struct {
 // RingCX received. The request encodings the library does not use (form body, relaxed query
 // string) are covered by TestGraphEncodings.
 func TestThirdPartyClient(t *testing.T) {
-	node, version := thirdPartyReady(t)
+	node, version := nodePackages(t, tpDir, tpLibrary, "npm ci --prefix messenger/sim/"+tpDir)
 
 	// RingCX's webhook endpoint: answers 200 and keeps the bodies.
 	var hookMu sync.Mutex
@@ -325,50 +321,6 @@ func TestThirdPartyClient(t *testing.T) {
 	if !slices.Equal(gotHandovers, wantHandovers) {
 		t.Errorf("RingCX handover webhooks:\n got %q\nwant %q", gotHandovers, wantHandovers)
 	}
-}
-
-// thirdPartyReady returns the node binary and the installed library version, or skips (fails
-// when THREADCTL_REQUIRE_THIRDPARTY=1) when Node.js or the npm packages are missing.
-func thirdPartyReady(t *testing.T) (node, version string) {
-	t.Helper()
-	unavailable := func(format string, args ...any) {
-		t.Helper()
-		msg := fmt.Sprintf(format, args...)
-		if os.Getenv(tpRequireEnv) == "1" {
-			t.Fatalf("%s (%s=1 requires this test to run)", msg, tpRequireEnv)
-		}
-		t.Skipf("%s; set %s=1 to make this a failure", msg, tpRequireEnv)
-	}
-	node, err := exec.LookPath("node")
-	if err != nil {
-		unavailable("Node.js is not installed (node not on PATH)")
-	}
-	var pkg struct {
-		Dependencies map[string]string `json:"dependencies"`
-	}
-	b, err := os.ReadFile(filepath.Join(tpDir, "package.json"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &pkg); err != nil {
-		t.Fatalf("%s/package.json: %v", tpDir, err)
-	}
-	var installed struct {
-		Version string `json:"version"`
-	}
-	b, err = os.ReadFile(filepath.Join(tpDir, "node_modules", tpLibrary, "package.json"))
-	if errors.Is(err, os.ErrNotExist) {
-		unavailable("%s/node_modules is missing: run `npm ci --prefix messenger/sim/%s`", tpDir, tpDir)
-	} else if err != nil {
-		t.Fatal(err)
-	}
-	if err := json.Unmarshal(b, &installed); err != nil {
-		t.Fatalf("installed %s: %v", tpLibrary, err)
-	}
-	if pin := pkg.Dependencies[tpLibrary]; installed.Version != pin {
-		t.Fatalf("%s/node_modules has %s %s, package.json pins %s: run `npm ci` there", tpDir, tpLibrary, installed.Version, pin)
-	}
-	return node, installed.Version
 }
 
 // runThirdPartyClient runs client.js with env added to the environment (proxy settings removed,
