@@ -84,13 +84,22 @@ func BenchmarkDurable(b *testing.B) {
 	}
 }
 
-func benchEngine(b *testing.B, callers int) {
-	s, err := Open(b.TempDir(), Options{})
+// newBenchEngine opens a store in a temporary directory and starts an
+// engine on it with the benchmark's page; both close when the benchmark
+// ends. report adds how many commits shared a bbolt transaction, and its
+// duration, to the benchmark's results.
+func newBenchEngine(b *testing.B) (eng *engine.Engine, report func()) {
+	var txs, commits, txNanos atomic.Int64
+	s, err := Open(b.TempDir(), Options{OnCommit: func(d time.Duration, n int) {
+		txs.Add(1)
+		commits.Add(int64(n))
+		txNanos.Add(int64(d))
+	}})
 	if err != nil {
 		b.Fatal(err)
 	}
-	defer s.Close()
-	eng, err := engine.New(engine.Config{Store: s, Graph: noGraph{}})
+	b.Cleanup(func() { s.Close() })
+	eng, err = engine.New(engine.Config{Store: s, Graph: noGraph{}})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -101,7 +110,18 @@ func benchEngine(b *testing.B, callers int) {
 	if err := eng.Start(ctx); err != nil {
 		b.Fatal(err)
 	}
-	defer eng.Close()
+	b.Cleanup(eng.Close)
+	return eng, func() {
+		n := float64(max(txs.Load(), 1))
+		b.ReportMetric(float64(commits.Load())/n, "commits/tx")
+		b.ReportMetric(float64(txNanos.Load())/1e6/n, "ms/tx")
+	}
+}
+
+func benchEngine(b *testing.B, callers int) {
+	eng, report := newBenchEngine(b)
+	defer report()
+	ctx := context.Background()
 	runConcurrent(b, callers, func(w, i int) error {
 		_, err := eng.Apply(ctx, engine.Input{
 			Event: states.CustomerMessage, Cause: engine.CauseWebhook, Create: true, Channel: engine.ChannelStandby,

@@ -12,16 +12,13 @@ import (
 	"net/http"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
 
-	"github.com/threadctl/threadctl/engine"
 	"github.com/threadctl/threadctl/messenger"
 	"github.com/threadctl/threadctl/server"
-	"github.com/threadctl/threadctl/states"
 )
 
 // BenchmarkWebhookHTTP measures durable webhook transitions through the whole
@@ -49,28 +46,9 @@ func BenchmarkWebhookHTTP(b *testing.B) {
 // connections: the load generator shares the two cores with the server, and
 // the lean one leaves the server more of them.
 func benchWebhookHTTP(b *testing.B, callers int, lean bool) {
-	var txs, commits, txNanos atomic.Int64
-	s, err := Open(b.TempDir(), Options{OnCommit: func(d time.Duration, n int) { txs.Add(1); commits.Add(int64(n)); txNanos.Add(int64(d)) }})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
-	defer func() {
-		b.ReportMetric(float64(commits.Load())/float64(max(txs.Load(), 1)), "commits/tx")
-		b.ReportMetric(float64(txNanos.Load())/1e6/float64(max(txs.Load(), 1)), "ms/tx")
-	}()
-	eng, err := engine.New(engine.Config{Store: s, Graph: noGraph{}})
-	if err != nil {
-		b.Fatal(err)
-	}
+	eng, report := newBenchEngine(b)
+	defer report()
 	ctx := context.Background()
-	if err := eng.SetPage(ctx, engine.Page{ID: benchPage, Primary: states.PrimaryBot, RingCXAppID: "200000000000001", BotAppIDs: []string{"300000000000001"}}); err != nil {
-		b.Fatal(err)
-	}
-	if err := eng.Start(ctx); err != nil {
-		b.Fatal(err)
-	}
-	defer eng.Close()
 	srv, err := server.New(server.Config{Engine: eng, APITokens: []string{"t"}, WebhookSecrets: []string{"ringcx-secret"},
 		Logger: slog.New(slog.NewTextHandler(io.Discard, &slog.HandlerOptions{Level: slog.LevelError}))})
 	if err != nil {
