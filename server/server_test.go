@@ -45,8 +45,9 @@ type fixture struct {
 	sim    *sim.Sim
 	db     *store.DB
 	eng    *engine.Engine
-	srv    *server.Server
-	url    string
+	srv     *server.Server
+	metrics *server.Metrics
+	url     string
 	client *http.Client
 
 	storeClosed bool
@@ -96,9 +97,10 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatalf("engine.Start: %v", err)
 	}
 
+	f.metrics = server.NewMetrics(eng.PendingRequests, time.Now)
 	f.srv, err = server.New(server.Config{
 		Engine: eng, APITokens: []string{apiToken}, VerifyToken: verifyToken,
-		WebhookSecrets: []string{ringcxSecret}, Ready: eng.Ping,
+		WebhookSecrets: []string{ringcxSecret}, Ready: eng.Ping, Metrics: f.metrics,
 	})
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
@@ -1314,9 +1316,11 @@ func TestWebhookAppRoles(t *testing.T) {
 		{"another bot app becomes primary", `{"` + bot2ID + `":["primary_receiver"]}`, states.PrimaryBot, 1},
 		{"RingCX primary and the bot secondary in one event", `{"` + ringcxID + `":["primary_receiver"],"` + botID + `":["secondary_receiver"]}`, states.PrimaryRingCX, 20},
 	}
+	applied := 0
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			for range tc.tries {
+				applied++
 				if err := f.eng.SetPage(context.Background(), demo); err != nil {
 					t.Fatal(err)
 				}
@@ -1343,6 +1347,33 @@ func TestWebhookAppRoles(t *testing.T) {
 			}
 		})
 	}
+	if got := webhookEvents(t, f.metrics, "app_roles", "applied"); got != float64(applied) {
+		t.Errorf("threadctl_webhook_events_total{kind=app_roles,outcome=applied} = %v, want %d", got, applied)
+	}
+}
+
+// webhookEvents reads one series of threadctl_webhook_events_total.
+func webhookEvents(t *testing.T, m *server.Metrics, kind, outcome string) float64 {
+	t.Helper()
+	mfs, err := m.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "threadctl_webhook_events_total" {
+			continue
+		}
+		for _, s := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range s.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["kind"] == kind && labels["outcome"] == outcome {
+				return s.GetCounter().GetValue()
+			}
+		}
+	}
+	return 0
 }
 
 func eventNames(es []states.Event) []string {

@@ -109,7 +109,6 @@ func (tr *Translation) add(p engine.Page, ev *messenger.Event, channel string) {
 		in.DedupKey = fmt.Sprintf("request:%s:%s", stamp, in.AppID)
 	case messenger.KindAppRoles:
 		tr.Roles = append(tr.Roles, RoleChange{PageID: p.ID, Roles: ev.AppRoles})
-		tr.Skipped = append(tr.Skipped, Skip{Kind: kind, Why: "applied to the page, not a thread"})
 		return
 	default:
 		tr.Skipped = append(tr.Skipped, Skip{Kind: kind, Why: kind + " events are not used"})

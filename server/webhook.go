@@ -48,8 +48,10 @@ func (s *Server) webhookReceive(c echo.Context) error {
 	}
 	for _, rc := range tr.Roles {
 		if _, err := s.cfg.Engine.ChangePrimary(ctx, rc.PageID, rc.Roles); err != nil {
+			s.metrics.webhookEvent(messenger.KindAppRoles, "error")
 			return err
 		}
+		s.metrics.webhookEvent(messenger.KindAppRoles, "applied")
 	}
 	if err := s.applyAll(ctx, tr.Inputs); err != nil {
 		return err
