@@ -42,13 +42,13 @@ const (
 // talking to the Messenger simulator over loopback HTTP; the simulator
 // delivers the RingCX app's webhooks to the server's /webhooks/messenger.
 type fixture struct {
-	sim    *sim.Sim
-	db     *store.DB
-	eng    *engine.Engine
+	sim     *sim.Sim
+	db      *store.DB
+	eng     *engine.Engine
 	srv     *server.Server
 	metrics *server.Metrics
 	url     string
-	client *http.Client
+	client  *http.Client
 
 	storeClosed bool
 }
