@@ -229,3 +229,16 @@ func TestClientNetworkErrorHidesToken(t *testing.T) {
 		t.Errorf("Outcome = %q, want network_error", got)
 	}
 }
+
+func TestClientRateLimitedError(t *testing.T) {
+	f := newSim(t)
+	f.sim.CustomerMessage(pageID, psid, "hi")
+	f.sim.SetFault(sim.Fault{Call: "request_thread_control", Status: 400, Code: 613, Count: 5})
+	err := f.ringcx.RequestThreadControl(ctx, pageID, psid, "")
+	if !messenger.IsRateLimited(err) || messenger.IsNotThreadOwner(err) || messenger.Outcome(err) != "rate_limited" {
+		t.Errorf("after the retries: %v (rate limited %v, outcome %q), want Meta's 613", err, messenger.IsRateLimited(err), messenger.Outcome(err))
+	}
+	if got := f.attempts("request_thread_control"); got != 3 {
+		t.Errorf("attempts = %d, want 3 (retried twice)", got)
+	}
+}
