@@ -290,35 +290,34 @@ func (e *Engine) ChangePrimary(ctx context.Context, pageID string, roles map[str
 	if err != nil {
 		return "", err
 	}
-	// An app named primary wins; otherwise the primary losing its role
+	// An app named primary wins; otherwise the primary app losing its role
 	// leaves the page without one (Meta tells each app only its own role).
-	next := p.Primary
-	demoted := false
+	old := p
+	promoted := ""
 	for app, rs := range roles {
-		primary := slices.Contains(rs, "primary_receiver")
-		switch {
-		case primary && app == p.RingCXAppID:
-			next = states.PrimaryRingCX
-		case primary && p.IsBotApp(app):
-			next = states.PrimaryBot
-			// The primary bot app is the first of the list.
-			ids := slices.DeleteFunc(slices.Clone(p.BotAppIDs), func(s string) bool { return s == app })
-			p.BotAppIDs = append([]string{app}, ids...)
-		case !primary && app == p.RingCXAppID && p.Primary == states.PrimaryRingCX,
-			!primary && p.Primary == states.PrimaryBot && app == p.PrimaryBotApp():
-			demoted = true
+		if slices.Contains(rs, "primary_receiver") && (app == p.RingCXAppID || p.IsBotApp(app)) {
+			promoted = app
 		}
 	}
-	if next == p.Primary && demoted {
-		next = states.PrimaryNone
+	switch {
+	case promoted == p.RingCXAppID:
+		p.Primary = states.PrimaryRingCX
+	case promoted != "":
+		p.Primary = states.PrimaryBot
+		// The primary bot app is the first of the list.
+		ids := slices.DeleteFunc(slices.Clone(p.BotAppIDs), func(s string) bool { return s == promoted })
+		p.BotAppIDs = append([]string{promoted}, ids...)
+	default:
+		current := map[states.Primary]string{states.PrimaryRingCX: p.RingCXAppID, states.PrimaryBot: p.PrimaryBotApp()}[p.Primary]
+		if _, named := roles[current]; named && current != "" {
+			p.Primary = states.PrimaryNone
+		}
 	}
-	before, _ := e.Page(pageID)
-	if next == before.Primary && p.PrimaryBotApp() == before.PrimaryBotApp() {
-		return next, nil
+	if p.Primary == old.Primary && p.PrimaryBotApp() == old.PrimaryBotApp() {
+		return p.Primary, nil
 	}
-	e.log.Info("page primary changed", "page_id", pageID, "from", before.Primary, "to", next, "primary_bot_app", p.PrimaryBotApp(), "cause", "app_roles")
-	p.Primary = next
-	return next, e.SetPage(ctx, p)
+	e.log.Info("page primary changed", "page_id", pageID, "from", old.Primary, "to", p.Primary, "primary_bot_app", p.PrimaryBotApp(), "cause", "app_roles")
+	return p.Primary, e.SetPage(ctx, p)
 }
 
 // Thread returns a thread's record.

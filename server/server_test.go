@@ -1315,6 +1315,7 @@ func TestWebhookAppRoles(t *testing.T) {
 		{"the primary bot app becomes secondary", `{"` + botID + `":["secondary_receiver"]}`, states.PrimaryNone, 1},
 		{"another bot app becomes primary", `{"` + bot2ID + `":["primary_receiver"]}`, states.PrimaryBot, 1},
 		{"RingCX primary and the bot secondary in one event", `{"` + ringcxID + `":["primary_receiver"],"` + botID + `":["secondary_receiver"]}`, states.PrimaryRingCX, 20},
+		{"another bot primary and the primary bot secondary in one event", `{"` + bot2ID + `":["primary_receiver"],"` + botID + `":["secondary_receiver"]}`, states.PrimaryBot, 20},
 	}
 	applied := 0
 	for _, tc := range tests {
