@@ -17,8 +17,9 @@ test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
 
+# Every benchmark three times; read ratios within one run (see README).
 bench:
-	$(GO) test -run='^$$' -bench=. -benchmem -count=5 ./...
+	$(GO) test -run='^$$' -bench=. -benchmem -count=3 ./...
 
 # Redraws the diagrams under docs/ (the workflows by playing them).
 docs: build
@@ -27,6 +28,7 @@ docs: build
 # Debian packages some commands and tests use: Graphviz renders SVG diagrams,
 # Chromium runs the debug page's browser test.
 setup:
+	apt-get update
 	apt-get install -y --no-install-recommends graphviz chromium fonts-dejavu-core
 
 clean:
