@@ -171,6 +171,19 @@ func (e *Engine) Start(ctx context.Context) error {
 	}
 	for _, t := range timers {
 		e.sched.set(t)
+		if t.Kind != TimerRequest {
+			continue
+		}
+		// Outstanding requests count in the pending gauge from the start.
+		th, err := e.store.Thread(ctx, t.Key)
+		if err != nil {
+			return storeError(err, "loading a pending request")
+		}
+		if th.Pending != nil {
+			e.pendMu.Lock()
+			e.pending[t.Key] = th.Pending.RequestedAt
+			e.pendMu.Unlock()
+		}
 	}
 	e.wg.Add(1)
 	go func() {

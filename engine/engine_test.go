@@ -633,3 +633,28 @@ func TestPrimaryChanged(t *testing.T) {
 		t.Errorf("history = %+v, want owner_observed (other)", e)
 	}
 }
+
+// TestRestartKeepsPendingRequests restarts the engine while a request for
+// control waits: the pending gauge counts it from the start, and its
+// deadline still fires.
+func TestRestartKeepsPendingRequests(t *testing.T) {
+	h := newHarness(t, harnessOpts{primary: states.PrimaryBot, pendingTimeout: 400 * time.Millisecond})
+	h.toBot(states.PrimaryBot)
+	if _, err := h.apply(states.HandoverToAgent, psid, ""); err != nil {
+		t.Fatal(err)
+	}
+	requested := h.thread(psid).Pending.RequestedAt
+	h.closeEngine()
+	h.openEngine()
+	n, oldest := h.eng.PendingRequests()
+	if n != 1 || !oldest.Equal(requested) {
+		t.Errorf("after a restart PendingRequests() = %d, %v; want 1, %v", n, oldest, requested)
+	}
+	h.want(psid, states.Bot, botID)
+	if e := h.lastEntry(psid); e.Event != states.RequestExpired {
+		t.Errorf("history = %+v, want request_expired after the restart", e)
+	}
+	if n, _ := h.eng.PendingRequests(); n != 0 {
+		t.Errorf("PendingRequests() = %d after the request expired", n)
+	}
+}
