@@ -35,10 +35,12 @@ type Workflow struct {
 // Step is one action of a participant and what must hold once its effects
 // have settled.
 type Step struct {
-	Actor  string
-	Label  string // the seed's wording
-	Do     func(ctx context.Context, p *Player) error
-	Expect Expect
+	Actor    string
+	Label    string // the seed's wording
+	Endpoint string // threadctl's endpoint the actor calls; "" for the customer
+	Arrow    string // how that call is drawn, if not as Label
+	Do       func(ctx context.Context, p *Player) error
+	Expect   Expect
 }
 
 // Expect is what threadctl and Meta show after a step. Empty fields are not
@@ -115,19 +117,19 @@ func customerWrites(label, text string, e Expect) Step {
 }
 
 func botHandsOver(label string, e Expect) Step {
-	return Step{Actor: BotActor, Label: label, Expect: e, Do: func(ctx context.Context, p *Player) error {
+	return Step{Actor: BotActor, Label: label, Endpoint: "POST /1.0/bots/handover", Expect: e, Do: func(ctx context.Context, p *Player) error {
 		return p.api(ctx, http.MethodPost, "/1.0/bots/handover", url.Values{"identity_foreign_id": {p.PSID}, "from": {"bot"}, "to": {"agent"}, "type": {"messenger"}}, nil)
 	}}
 }
 
 func botRequests(label string, e Expect) Step {
-	return Step{Actor: BotActor, Label: label, Expect: e, Do: func(ctx context.Context, p *Player) error {
+	return Step{Actor: BotActor, Label: label, Endpoint: "POST /1.0/bots/handover", Expect: e, Do: func(ctx context.Context, p *Player) error {
 		return p.api(ctx, http.MethodPost, "/1.0/bots/handover", url.Values{"identity_foreign_id": {p.PSID}, "from": {"agent"}, "to": {"bot"}, "type": {"messenger"}, "app_id": {p.ep.BotAppID}}, nil)
 	}}
 }
 
 func agentOpens(e Expect) Step {
-	return Step{Actor: Agent, Label: "Opens intervention", Expect: e, Do: func(ctx context.Context, p *Player) error {
+	return Step{Actor: Agent, Label: "Opens intervention", Endpoint: "POST /1.0/interventions", Expect: e, Do: func(ctx context.Context, p *Player) error {
 		var iv struct {
 			ID string `json:"id"`
 		}
@@ -140,13 +142,15 @@ func agentOpens(e Expect) Step {
 }
 
 func agentAnswers(text string, e Expect) Step {
-	return Step{Actor: Agent, Label: "Answers", Expect: e, Do: func(ctx context.Context, p *Player) error {
+	// The reply reaches the customer through the Send API, which the
+	// simulator's log draws; the agent's own call is "Writes a reply".
+	return Step{Actor: Agent, Label: "Answers", Endpoint: "POST /1.0/contents", Arrow: "Writes a reply", Expect: e, Do: func(ctx context.Context, p *Player) error {
 		return p.api(ctx, http.MethodPost, "/1.0/contents", url.Values{"identity_foreign_id": {p.PSID}, "body": {text}}, nil)
 	}}
 }
 
 func agentCloses(e Expect) Step {
-	return Step{Actor: Agent, Label: "Closes intervention (releases thread control)", Expect: e, Do: func(ctx context.Context, p *Player) error {
+	return Step{Actor: Agent, Label: "Closes intervention (releases thread control)", Endpoint: "PUT /1.0/interventions/{id}/close", Expect: e, Do: func(ctx context.Context, p *Player) error {
 		if p.intervention == "" {
 			return fmt.Errorf("no intervention was opened")
 		}
@@ -210,7 +214,7 @@ func Play(ctx context.Context, w Workflow, ep Endpoints, psid string) (*Trace, e
 			return &p.trace, fmt.Errorf("step %d (%s: %s): %w", i+1, st.Actor, st.Label, err)
 		}
 		if st.Actor != Customer {
-			p.trace.Items = append(p.trace.Items, p.actionItem(st))
+			p.trace.Items = append(p.trace.Items, actionItem(st))
 		}
 		if err := p.settle(ctx); err != nil {
 			return &p.trace, fmt.Errorf("step %d: %w", i+1, err)
@@ -228,21 +232,12 @@ func Play(ctx context.Context, w Workflow, ep Endpoints, psid string) (*Trace, e
 }
 
 // actionItem is the arrow of a participant's own call to threadctl.
-func (p *Player) actionItem(st Step) Item {
-	it := Item{From: st.Actor, To: RingCX, Label: st.Label}
-	switch st.Label {
-	case "Answers":
-		// The agent's reply reaches the customer through the Send API; the
-		// log's Send API entry draws it.
-		return Item{From: Agent, To: RingCX, Label: "Writes a reply", Detail: "POST /1.0/contents"}
-	case "Opens intervention":
-		it.Detail = "POST /1.0/interventions"
-	case "Closes intervention (releases thread control)":
-		it.Detail = "PUT /1.0/interventions/{id}/close"
-	default:
-		it.Detail = "POST /1.0/bots/handover"
+func actionItem(st Step) Item {
+	label := st.Label
+	if st.Arrow != "" {
+		label = st.Arrow
 	}
-	return it
+	return Item{From: st.Actor, To: RingCX, Label: label, Detail: st.Endpoint}
 }
 
 func (p *Player) settle(ctx context.Context) error {
