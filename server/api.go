@@ -31,7 +31,7 @@ func (s *Server) handover(c echo.Context) (err error) {
 	typ, appID := c.QueryParam("type"), c.QueryParam("app_id")
 	switch {
 	case id == "":
-		return badRequest("identity_foreign_id is required: the customer's Messenger PSID")
+		return errNoIdentity
 	case from == "":
 		return badRequest("from is required: bot or agent (the side that has control before the handover)")
 	case to == "":
@@ -65,6 +65,17 @@ func (s *Server) handover(c echo.Context) (err error) {
 		return err
 	}
 	return success(c)
+}
+
+var errNoIdentity = badRequest("identity_foreign_id is required: the customer's Messenger PSID")
+
+// identityParam finds the thread of the request's ?identity_foreign_id=.
+func (s *Server) identityParam(c echo.Context) (engine.ThreadKey, error) {
+	id := c.QueryParam("identity_foreign_id")
+	if id == "" {
+		return engine.ThreadKey{}, errNoIdentity
+	}
+	return s.identity(c, id)
 }
 
 // identity finds the thread of an identity_foreign_id (optionally on one
@@ -128,11 +139,7 @@ func contentView(ct engine.Content) ContentView {
 
 // openIntervention is POST /1.0/interventions?identity_foreign_id=.
 func (s *Server) openIntervention(c echo.Context) error {
-	id := c.QueryParam("identity_foreign_id")
-	if id == "" {
-		return badRequest("identity_foreign_id is required: the customer's Messenger PSID")
-	}
-	key, err := s.identity(c, id)
+	key, err := s.identityParam(c)
 	if err != nil {
 		return err
 	}
@@ -164,15 +171,14 @@ func (s *Server) getIntervention(c echo.Context) error {
 // createContent is POST /1.0/contents?identity_foreign_id=&body= (body may
 // also be a form field, for long texts).
 func (s *Server) createContent(c echo.Context) error {
-	id := c.QueryParam("identity_foreign_id")
-	if id == "" {
-		return badRequest("identity_foreign_id is required: the customer's Messenger PSID")
+	if c.QueryParam("identity_foreign_id") == "" {
+		return errNoIdentity
 	}
 	body := c.FormValue("body")
 	if body == "" {
 		return badRequest("body is required: the text of the agent's reply, as ?body= or a form field")
 	}
-	key, err := s.identity(c, id)
+	key, err := s.identityParam(c)
 	if err != nil {
 		return err
 	}
