@@ -68,16 +68,33 @@ func edges(p states.Primary, h *Highlight) []edge {
 	return out
 }
 
+// ruleLabel names a row's event and, after a slash, what it does that a
+// reader needs: the Graph call RingCX makes and what happens to the agent's
+// queued contents ("request_expired / take, flush").
 func ruleLabel(r states.Rule) string {
-	l := string(r.Event)
-	if r.Observed != "" {
-		l += " (Meta: " + string(r.Observed) + ")"
-	}
+	l := eventLabel(r)
+	var does []string
 	if r.Call != states.NoCall {
-		l += " / " + callShort(r.Call)
+		does = append(does, callShort(r.Call))
+	}
+	if q, ok := queueLabels[r.Queue]; ok {
+		does = append(does, q)
+	}
+	if len(does) > 0 {
+		l += " / " + strings.Join(does, ", ")
 	}
 	return l
 }
+
+// eventLabel names a row's event, with Meta's answer for owner_observed.
+func eventLabel(r states.Rule) string {
+	if r.Observed != "" {
+		return string(r.Event) + " (Meta: " + string(r.Observed) + ")"
+	}
+	return string(r.Event)
+}
+
+var queueLabels = map[states.Queue]string{states.QueueFlush: "flush", states.QueueFail: "fail queue"}
 
 // callShort names a Graph call in a label.
 func callShort(c states.Call) string { return strings.TrimSuffix(string(c), "_thread_control") }
@@ -89,7 +106,7 @@ func NoChange(p states.Primary) map[states.State][]string {
 	for _, r := range states.Rules(p) {
 		for _, from := range r.From {
 			if r.Dst(from) == from {
-				if l := ruleLabel(r); !slices.Contains(out[from], l) {
+				if l := eventLabel(r); !slices.Contains(out[from], l) {
 					out[from] = append(out[from], l)
 				}
 			}

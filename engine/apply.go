@@ -11,15 +11,23 @@ import (
 	"github.com/threadctl/threadctl/states"
 )
 
-// Causes of events, as recorded in history.
+// Cause is what made an event happen, as recorded in history.
+type Cause string
+
+// Causes of events.
 const (
-	CauseBotsAPI  = "bots_api"
-	CauseAgent    = "agent"
-	CauseWebhook  = "webhook"
-	CauseTimer    = "timer"
-	CauseRecovery = "recovery"
-	CauseCheck    = "owner_check"
+	CauseBotsAPI  Cause = "bots_api"    // the RingCX Bots API
+	CauseAgent    Cause = "agent"       // the agent API (interventions, contents)
+	CauseWebhook  Cause = "webhook"     // a Meta webhook
+	CauseTimer    Cause = "timer"       // a durable timer
+	CauseRecovery Cause = "recovery"    // start-up settling what a crash left in flight
+	CauseCheck    Cause = "owner_check" // threadctl asked Meta who owns the thread
 )
+
+// fromCaller reports whether an API caller asked for the event: a refusal is
+// then answered to it, and nothing is recorded. Refusals of what Meta or the
+// timers cause are recorded as ignored.
+func (c Cause) fromCaller() bool { return c == CauseBotsAPI || c == CauseAgent }
 
 // Channels a webhook event arrives on.
 const (
@@ -31,7 +39,7 @@ const (
 type Input struct {
 	Event    states.Event
 	Key      ThreadKey
-	Cause    string
+	Cause    Cause
 	AppID    string          // handover_to_bot's target, the new owner, the requester, the observed owner
 	Observed states.Observed // owner_observed only
 	MetaTime time.Time       // a webhook's timestamp
@@ -45,7 +53,6 @@ type Input struct {
 	content           *Content
 	timer             *Timer
 	calls             []CallRecord // calls made before deciding (thread_owner)
-	resolveIntent     bool         // the event settles an intent left by a crash
 }
 
 // Outcomes beyond the recorded ones of HistoryEntry.
@@ -92,47 +99,52 @@ func validateInput(in *Input) error {
 	return nil
 }
 
-// applyLocked applies in with the thread's lock held, then checks a
-// customer message's channel against the new state.
+// next is what an attempt at an event leaves to do.
+type next int
+
+const (
+	done next = iota
+	// retry: Meta refused the call because another app owns the thread;
+	// refresh the owner, then decide the event again.
+	retry
+	// refresh: the event contradicts threadctl's view of the owner (a
+	// customer message on another owner's channel); refresh the owner only.
+	refresh
+)
+
+// applyLocked applies in with the thread's lock held: decide, call, commit,
+// and — when Meta's answer shows threadctl's view of the owner is stale —
+// refresh the owner from thread_owner once (refreshOwner) and, for a refused
+// call, decide the event again against the corrected state. At most two
+// attempts and one refresh.
 func (e *Engine) applyLocked(ctx context.Context, in *Input) (Result, error) {
-	res, err := e.apply(ctx, in, true)
-	if err != nil || in.Event != states.CustomerMessage || res.Outcome == OutcomeDuplicate || res.Outcome == OutcomeIgnored {
+	res, err, then := e.attempt(ctx, in, true)
+	if then == done {
 		return res, err
 	}
-	if page, perr := e.page(in.Key.PageID); perr == nil && inconsistent(in.Channel, res.To, page.Primary) {
-		// Meta routed the message as if someone else owned the thread (or
-		// we did): ask who does. A failure here leaves the message applied.
-		cres, cerr := e.correct(ctx, in.Key, CauseCheck)
-		if cerr == nil {
-			return cres, nil
-		}
-		e.log.Warn("owner check after a customer message failed", "thread", in.Key, "err", cerr)
+	fixed, ferr := e.refreshOwner(ctx, in.Key, CauseCheck)
+	switch {
+	case ferr != nil:
+		e.log.Warn("refreshing the thread's owner from Meta failed", "thread", in.Key, "event", in.Event, "err", ferr)
+		return res, err
+	case then == refresh:
+		return fixed, nil
 	}
-	return res, nil
+	in.calls = nil
+	res, err, _ = e.attempt(ctx, in, false)
+	return res, err
 }
 
-// inconsistent reports whether a customer message arriving on channel
-// contradicts state: standby means another app owns the thread; messaging
-// means RingCX owns it or it is idle.
-func inconsistent(channel string, st states.State, p states.Primary) bool {
-	switch channel {
-	case ChannelStandby:
-		return st == states.Agent || (st == states.Idle && p != states.PrimaryBot)
-	case ChannelMessaging:
-		return st == states.Bot || st == states.Pending
-	}
-	return false
-}
-
-// apply is one decision and its commit. correct allows one owner correction
-// (and a retry) when Meta says another app owns the thread.
-func (e *Engine) apply(ctx context.Context, in *Input, correct bool) (Result, error) {
+// attempt decides in against the stored thread, makes the row's Graph call
+// (durable intent first) and commits. mayRetry allows asking for a retry
+// when Meta says another app owns the thread.
+func (e *Engine) attempt(ctx context.Context, in *Input, mayRetry bool) (Result, error, next) {
 	page, err := e.page(in.Key.PageID)
 	if err != nil {
-		return Result{}, err
+		return Result{}, err, done
 	}
 	if in.Event == states.HandoverToBot && !page.IsBotApp(in.AppID) {
-		return Result{}, errorf(CodeInvalid, nil, "app_id %q is not a bot app of page %s (bot apps: %v)", in.AppID, page.ID, page.BotAppIDs)
+		return Result{}, errorf(CodeInvalid, nil, "app_id %q is not a bot app of page %s (bot apps: %v)", in.AppID, page.ID, page.BotAppIDs), done
 	}
 	t, err := e.loadLocked(ctx, in.Key)
 	switch {
@@ -140,29 +152,32 @@ func (e *Engine) apply(ctx context.Context, in *Input, correct bool) (Result, er
 		now := e.clock.Now()
 		t = Thread{PageID: in.Key.PageID, PSID: in.Key.PSID, State: states.Idle, Primary: page.Primary, CreatedAt: now, LastActivity: now}
 	case errors.Is(err, ErrNotFound):
-		return Result{}, errorf(CodeNotFound, err, "unknown identity %s on page %s", in.Key.PSID, in.Key.PageID)
+		return Result{}, errorf(CodeNotFound, err, "unknown identity %s on page %s", in.Key.PSID, in.Key.PageID), done
 	case err != nil:
-		return Result{}, storeError(err, "reading thread")
+		return Result{}, storeError(err, "reading thread"), done
 	}
 
 	if in.DedupKey != "" && slices.Contains(t.Seen, dedupHash(in.DedupKey)) {
-		return Result{Outcome: OutcomeDuplicate, From: t.State, To: t.State, Thread: t}, nil
+		return Result{Outcome: OutcomeDuplicate, From: t.State, To: t.State, Thread: t}, nil, done
 	}
 	if in.timer != nil && !e.timerCurrent(&t, *in.timer) {
-		return Result{Outcome: OutcomeStale, From: t.State, To: t.State, Thread: t}, nil
+		return Result{Outcome: OutcomeStale, From: t.State, To: t.State, Thread: t}, nil, done
 	}
 	if !in.MetaTime.IsZero() && in.MetaTime.Before(t.LastMetaTime) {
 		reason := fmt.Sprintf("event at %s is older than the thread's last change from Meta at %s", in.MetaTime.UTC().Format(time.RFC3339Nano), t.LastMetaTime.UTC().Format(time.RFC3339Nano))
-		return e.commit(ctx, &t, in, page, nil, OutcomeIgnored, reason, in.calls)
+		res, err := e.commit(ctx, &t, in, page, nil, OutcomeIgnored, reason, in.calls)
+		return res, err, done
 	}
 
 	facts := states.Facts{State: t.State, Owner: t.Owner, InterventionOpen: t.Intervention != "", AppID: in.AppID}
 	d, err := states.Decide(ctx, page.Primary, in.Event, in.Observed, facts)
 	if err != nil {
-		if recordsRefusals(in) {
-			return e.commit(ctx, &t, in, page, nil, OutcomeIgnored, err.Error(), in.calls)
+		if in.Cause.fromCaller() && in.closeIntervention == nil {
+			return Result{From: t.State, To: t.State, Thread: t}, refusal(err, &t), done
 		}
-		return Result{From: t.State, To: t.State, Thread: t}, refusal(err, &t)
+		// Recorded as ignored; a closed intervention is closed all the same.
+		res, err := e.commit(ctx, &t, in, page, nil, OutcomeIgnored, err.Error(), in.calls)
+		return res, err, done
 	}
 
 	calls := slices.Clone(in.calls)
@@ -170,10 +185,26 @@ func (e *Engine) apply(ctx context.Context, in *Input, correct bool) (Result, er
 		rec, err := e.callWithIntent(ctx, &t, in, page, d)
 		calls = append(calls, rec)
 		if err != nil {
-			return e.callFailed(ctx, &t, in, page, calls, err, correct)
+			return e.callFailed(ctx, &t, in, page, calls, err, mayRetry)
 		}
 	}
-	return e.commit(ctx, &t, in, page, &d, outcomeOf(d), "", calls)
+	res, err := e.commit(ctx, &t, in, page, &d, outcomeOf(d), "", calls)
+	if err == nil && in.Event == states.CustomerMessage && contradicts(in.Channel, res.To) {
+		// Meta routed the message as if someone else owned the thread (or
+		// RingCX did): ask who does. The message itself is applied.
+		return res, nil, refresh
+	}
+	return res, err, done
+}
+
+// contradicts reports whether a customer message arriving on channel
+// contradicts the thread's state st: standby means another app controls the
+// thread; messaging means RingCX does, or nobody.
+func contradicts(channel string, st states.State) bool {
+	if channel != ChannelMessaging && channel != ChannelStandby {
+		return false
+	}
+	return (channel == ChannelStandby) != (states.Holder(st) == states.ObservedOther)
 }
 
 // loadLocked reads a thread through the cache; the caller holds its lock.
@@ -193,12 +224,6 @@ func outcomeOf(d states.Decision) string {
 		return OutcomeApplied
 	}
 	return OutcomeNoChange
-}
-
-// recordsRefusals reports whether an event the table refuses is recorded as
-// ignored (webhooks, timers, recovery) rather than refused to its caller.
-func recordsRefusals(in *Input) bool {
-	return in.Cause != CauseBotsAPI && in.Cause != CauseAgent || in.closeIntervention != nil
 }
 
 func refusal(err error, t *Thread) error {
@@ -264,19 +289,20 @@ func (e *Engine) callWithIntent(ctx context.Context, t *Thread, in *Input, page 
 
 // graphCall makes one thread-control call and records it.
 func (e *Engine) graphCall(ctx context.Context, page Page, psid string, call states.Call, target string) (CallRecord, error) {
+	calls := map[states.Call]func() error{
+		states.CallRequest: func() error {
+			return e.graph.RequestThreadControl(ctx, page.ID, psid, "threadctl: an agent asks for control")
+		},
+		states.CallTake: func() error { return e.graph.TakeThreadControl(ctx, page.ID, psid, "threadctl: taken for an agent") },
+		states.CallPass: func() error {
+			return e.graph.PassThreadControl(ctx, page.ID, psid, target, "threadctl: passed by RingCX")
+		},
+		states.CallRelease: func() error { return e.graph.ReleaseThreadControl(ctx, page.ID, psid) },
+	}
 	start := e.clock.Now()
-	var err error
-	switch call {
-	case states.CallRequest:
-		err = e.graph.RequestThreadControl(ctx, page.ID, psid, "threadctl: an agent asks for control")
-	case states.CallTake:
-		err = e.graph.TakeThreadControl(ctx, page.ID, psid, "threadctl: taken for an agent")
-	case states.CallPass:
-		err = e.graph.PassThreadControl(ctx, page.ID, psid, target, "threadctl: passed by RingCX")
-	case states.CallRelease:
-		err = e.graph.ReleaseThreadControl(ctx, page.ID, psid)
-	default:
-		err = fmt.Errorf("unknown call %q", call)
+	err := fmt.Errorf("unknown call %q", call)
+	if fn, ok := calls[call]; ok {
+		err = fn()
 	}
 	return record(string(call), target, start, e.clock.Now(), err), err
 }
@@ -293,36 +319,28 @@ func record(call, target string, start, end time.Time, err error) CallRecord {
 	return r
 }
 
-// callFailed records a refused or failed Graph call (the state stays) and,
-// when Meta says another app owns the thread, corrects the state from
-// thread_owner and applies the event once more.
-func (e *Engine) callFailed(ctx context.Context, t *Thread, in *Input, page Page, calls []CallRecord, callErr error, correct bool) (Result, error) {
+// callFailed records a refused or failed Graph call: the state stays. When
+// Meta says another app owns the thread and a retry is allowed, the event's
+// content or intervention is left for the retry, which refreshes the owner
+// first.
+func (e *Engine) callFailed(ctx context.Context, t *Thread, in *Input, page Page, calls []CallRecord, callErr error, mayRetry bool) (Result, error, next) {
 	if ctx.Err() != nil || errors.As(callErr, new(*Error)) {
 		// Cancelled (shutting down) or the intent was not stored: the
 		// outcome is unknown or the call was not made; a stored intent is
 		// resolved at the next start.
-		return Result{From: t.State, To: t.State, Thread: *t}, wrapCallErr(callErr, calls)
+		return Result{From: t.State, To: t.State, Thread: *t}, wrapCallErr(callErr, calls), done
 	}
-	retry := correct && notOwner(callErr)
+	then := done
 	failIn := *in
-	if retry {
-		// The event is applied again below: its content or intervention
-		// belong to that attempt.
+	if mayRetry && notOwner(callErr) {
+		then = retry
 		failIn.content, failIn.openIntervention = nil, nil
 	}
 	res, err := e.commit(ctx, t, &failIn, page, nil, OutcomeFailed, callErr.Error(), calls)
 	if err != nil {
-		return res, err
+		return res, err, done
 	}
-	if retry {
-		_, cerr := e.correct(ctx, in.Key, CauseCheck)
-		if cerr == nil {
-			in.calls = nil
-			return e.apply(ctx, in, false)
-		}
-		e.log.Warn("owner correction failed", "thread", in.Key, "err", cerr)
-	}
-	return res, wrapCallErr(callErr, calls)
+	return res, wrapCallErr(callErr, calls), then
 }
 
 func wrapCallErr(err error, calls []CallRecord) error {
@@ -336,13 +354,9 @@ func wrapCallErr(err error, calls []CallRecord) error {
 	return errorf(CodeMeta, err, "Meta refused or failed %s; the thread did not change", call)
 }
 
-// correct asks Meta who owns the thread and applies owner_observed. The
-// caller holds the thread's lock.
-func (e *Engine) correct(ctx context.Context, key ThreadKey, cause string) (Result, error) {
-	return e.observeOwner(ctx, key, cause, false)
-}
-
-func (e *Engine) observeOwner(ctx context.Context, key ThreadKey, cause string, resolveIntent bool) (Result, error) {
+// refreshOwner asks Meta who owns the thread (thread_owner) and applies
+// owner_observed with the answer. The caller holds the thread's lock.
+func (e *Engine) refreshOwner(ctx context.Context, key ThreadKey, cause Cause) (Result, error) {
 	page, err := e.page(key.PageID)
 	if err != nil {
 		return Result{}, err
@@ -353,10 +367,10 @@ func (e *Engine) observeOwner(ctx context.Context, key ThreadKey, cause string, 
 	if err != nil {
 		return Result{}, errorf(CodeMeta, err, "asking Meta for the thread's owner")
 	}
-	obs := observe(page, owner, expires)
 	rec.Target = owner
-	in := &Input{Event: states.OwnerObserved, Observed: obs, AppID: owner, Key: key, Cause: cause, calls: []CallRecord{rec}, resolveIntent: resolveIntent}
-	return e.apply(ctx, in, false)
+	in := &Input{Event: states.OwnerObserved, Observed: observe(page, owner, expires), AppID: owner, Key: key, Cause: cause, calls: []CallRecord{rec}}
+	res, err, _ := e.attempt(ctx, in, false)
+	return res, err
 }
 
 func observe(page Page, owner string, expires time.Time) states.Observed {

@@ -3,7 +3,6 @@ package engine
 import (
 	"context"
 	"fmt"
-	"slices"
 	"time"
 
 	"github.com/threadctl/threadctl/states"
@@ -26,12 +25,14 @@ func (e *Engine) commit(ctx context.Context, t *Thread, in *Input, page Page, d 
 	if t.Revision > 0 {
 		c.Prev = &prev
 	}
-	c.ResolveIntent = in.resolveIntent || slices.ContainsFunc(calls, func(r CallRecord) bool { return r.Call != "thread_owner" })
+	// A call made (or Meta asked) settles whatever intent a crash left.
+	c.ResolveIntent = len(calls) > 0
 
 	if d != nil {
 		e.transition(&next, t, in, page, *d, now)
-		if d.From == states.Pending && d.To != states.Pending && d.To != states.Agent {
-			if err := e.failQueue(ctx, c, t.Key(), fmt.Sprintf("RingCX did not get control of the thread (%s)", in.Event), now); err != nil {
+		if d.Rule.Queue == states.QueueFail {
+			reason := fmt.Sprintf("RingCX did not get control of the thread (%s): %s", in.Event, d.Rule.Reason)
+			if err := e.failQueue(ctx, c, t.Key(), reason); err != nil {
 				return Result{}, err
 			}
 		}
@@ -79,45 +80,40 @@ func (e *Engine) commit(ctx context.Context, t *Thread, in *Input, page Page, d 
 		return Result{From: prev.State, To: prev.State, Thread: prev}, storeError(err, "committing "+string(in.Event))
 	}
 	e.cache.put(next)
-	e.after(&prev, &next, in, page, outcome, now)
+	e.after(&prev, &next, in, page, d, outcome, now)
 	return Result{Outcome: outcome, From: prev.State, To: next.State, Reason: reason, Thread: next}, nil
 }
 
-// transition sets what the decision changes in the record besides the state:
-// the owner, the pending request, activity and Meta's control window.
+// transition applies a decided row to the record: the state, and the row's
+// effects on the owner and the pending request; then activity and Meta's
+// control window.
 func (e *Engine) transition(next, t *Thread, in *Input, page Page, d states.Decision, now time.Time) {
+	r := d.Rule
 	next.State = d.To
-	switch d.To {
-	case states.Agent:
-		next.Owner = page.RingCXAppID
-	case states.Idle:
-		next.Owner = ""
-	case states.Bot, states.Pending:
-		switch {
-		case in.Event == states.CustomerMessage && d.From == states.Idle:
-			next.Owner = page.PrimaryBotApp()
-		case in.Event == states.OwnerObserved:
-			next.Owner = in.AppID // "" when Meta hides the owner
-		case in.AppID != "" && (in.Event == states.HandoverToBot || in.Event == states.ControlTaken || in.Event == states.ControlRequested):
-			next.Owner = in.AppID
-		}
+	owners := map[states.Owner]string{
+		states.OwnerRingCX:     page.RingCXAppID,
+		states.OwnerPrimaryBot: page.PrimaryBotApp(),
+		states.OwnerEventApp:   in.AppID, // "" when Meta does not say
+		states.OwnerNone:       "",
 	}
-
-	switch {
-	case d.To == states.Pending && d.From != states.Pending:
+	if owner, ok := owners[r.Owner]; ok {
+		next.Owner = owner
+	}
+	if r.Request == states.RequestStart {
 		timeout := page.PendingTimeout
 		if timeout <= 0 {
 			timeout = e.cfg.PendingTimeout
 		}
-		next.Pending = &PendingRequest{RequestedAt: now, Deadline: now.Add(timeout), Reason: in.Cause}
-	case d.To != states.Pending:
+		next.Pending = &PendingRequest{RequestedAt: now, Deadline: now.Add(timeout), Reason: string(in.Cause)}
+	}
+	if r.Request == states.RequestEnd {
 		next.Pending = nil
 	}
 
-	if in.Event == states.CustomerMessage || next.Owner != t.Owner || d.Changed() || d.Rule.Call != states.NoCall {
+	if in.Event == states.CustomerMessage || next.Owner != t.Owner || d.Changed() || r.Call != states.NoCall {
 		next.LastActivity = now
 	}
-	if next.State == states.Idle {
+	if states.Holder(next.State) == states.ObservedNone {
 		next.ControlExpires, next.ControlTimer = time.Time{}, time.Time{}
 	} else {
 		next.ControlExpires = next.LastActivity.Add(e.cfg.ControlWindow)
@@ -133,7 +129,7 @@ func (e *Engine) transition(next, t *Thread, in *Input, page Page, d states.Deci
 }
 
 // failQueue fails every content queued on the thread, in the commit c.
-func (e *Engine) failQueue(ctx context.Context, c *Commit, key ThreadKey, reason string, now time.Time) error {
+func (e *Engine) failQueue(ctx context.Context, c *Commit, key ThreadKey, reason string) error {
 	queued, err := e.store.Queue(ctx, key)
 	if err != nil {
 		return storeError(err, "reading queued contents")
@@ -157,8 +153,9 @@ func appendSeen(seen []uint64, h uint64) []uint64 {
 }
 
 // after runs a commit's effects: timers, gauges, metrics, and sending the
-// queue once RingCX owns the thread.
-func (e *Engine) after(prev, next *Thread, in *Input, page Page, outcome string, now time.Time) {
+// queue when the row flushes it (an agent's new content is sent by its
+// caller).
+func (e *Engine) after(prev, next *Thread, in *Input, page Page, d *states.Decision, outcome string, now time.Time) {
 	e.sched.sync(next)
 	e.pendMu.Lock()
 	if next.Pending != nil {
@@ -167,14 +164,14 @@ func (e *Engine) after(prev, next *Thread, in *Input, page Page, outcome string,
 		delete(e.pending, next.Key())
 	}
 	e.pendMu.Unlock()
-	if prev.Pending != nil && next.State == states.Agent {
+	if prev.Pending != nil && next.Pending == nil && states.Holder(next.State) == states.ObservedRingCX {
 		e.obs.ControlGranted(now.Sub(prev.Pending.RequestedAt))
 	}
 	e.obs.Transition(TransitionInfo{
 		Primary: page.Primary, Event: in.Event, From: prev.State, To: next.State,
 		Outcome: outcome, Created: prev.Revision == 0,
 	})
-	if next.State == states.Agent && prev.State != states.Agent && in.content == nil {
+	if d != nil && d.Rule.Queue == states.QueueFlush && in.content == nil {
 		e.scheduleFlush(next.Key())
 	}
 }

@@ -28,7 +28,7 @@ func (e *Engine) OpenIntervention(ctx context.Context, key ThreadKey) (Intervent
 	}
 	now := e.clock.Now()
 	iv := Intervention{ID: newID(now), PageID: key.PageID, PSID: key.PSID, Status: InterventionOpen, OpenedAt: now}
-	res, err := e.apply(ctx, &Input{Event: states.AgentEngage, Key: key, Cause: CauseAgent, openIntervention: &iv}, true)
+	res, err := e.applyLocked(ctx, &Input{Event: states.AgentEngage, Key: key, Cause: CauseAgent, openIntervention: &iv})
 	if err != nil {
 		return Intervention{}, res, err
 	}
@@ -62,7 +62,7 @@ func (e *Engine) CloseIntervention(ctx context.Context, id string) (Intervention
 		}
 		return iv, Result{From: t.State, To: t.State, Outcome: OutcomeNoChange, Thread: t}, nil
 	}
-	res, err := e.apply(ctx, &Input{Event: states.InterventionClosed, Key: key, Cause: CauseAgent, closeIntervention: &iv}, true)
+	res, err := e.applyLocked(ctx, &Input{Event: states.InterventionClosed, Key: key, Cause: CauseAgent, closeIntervention: &iv})
 	if err != nil {
 		return iv, res, err
 	}
@@ -116,19 +116,19 @@ func (e *Engine) CreateContent(ctx context.Context, key ThreadKey, body string) 
 	now := e.clock.Now()
 	ct := Content{ID: newID(now), PageID: key.PageID, PSID: key.PSID, InterventionID: t.Intervention, Body: body, Status: SyncPending, CreatedAt: now}
 	to := t.State
-	if t.State == states.Agent {
+	if states.Holder(t.State) == states.ObservedRingCX {
 		// Durable in the queue first, then sent in order.
 		if err := e.store.Commit(ctx, &Commit{Key: key, Contents: []Content{ct}, Enqueue: []string{ct.ID}}); err != nil {
 			return Content{}, storeError(err, "saving content")
 		}
 	} else {
-		res, err := e.apply(ctx, &Input{Event: states.AgentEngage, Key: key, Cause: CauseAgent, content: &ct}, true)
+		res, err := e.applyLocked(ctx, &Input{Event: states.AgentEngage, Key: key, Cause: CauseAgent, content: &ct})
 		if err != nil && ErrorCode(err) != CodeMeta {
 			return Content{}, err
 		}
 		to = res.To
 	}
-	if to == states.Agent {
+	if states.Holder(to) == states.ObservedRingCX {
 		e.flushLocked(ctx, key)
 	}
 	return e.Content(ctx, ct.ID)
@@ -173,7 +173,7 @@ func (e *Engine) flushLocked(ctx context.Context, key ThreadKey) {
 			e.log.Error("flush: reading thread", "thread", key, "err", err)
 			return
 		}
-		if t.State != states.Agent {
+		if states.Holder(t.State) != states.ObservedRingCX {
 			return
 		}
 		queue, err := e.store.Queue(ctx, key)
@@ -204,18 +204,19 @@ func (e *Engine) flushLocked(ctx context.Context, key ThreadKey) {
 	}
 }
 
-// reengage handles a Send API refusal for not owning the thread: correct the
-// state from thread_owner, then fire agent_engage for the queued contents.
+// reengage handles a Send API refusal for not owning the thread: refresh the
+// owner from thread_owner, then, unless RingCX holds the thread or waits for
+// it, fire agent_engage for the queued contents.
 func (e *Engine) reengage(ctx context.Context, key ThreadKey, sendErr error) {
-	res, err := e.correct(ctx, key, CauseCheck)
+	res, err := e.refreshOwner(ctx, key, CauseCheck)
 	if err != nil {
-		e.log.Warn("flush: owner correction failed", "thread", key, "send_err", sendErr, "err", err)
+		e.log.Warn("flush: refreshing the owner failed", "thread", key, "send_err", sendErr, "err", err)
 		return
 	}
-	if res.To == states.Agent || res.To == states.Pending {
+	if states.Holder(res.To) == states.ObservedRingCX || res.Thread.Pending != nil {
 		return
 	}
-	if _, err := e.apply(ctx, &Input{Event: states.AgentEngage, Key: key, Cause: CauseAgent}, false); err != nil {
+	if _, err := e.applyLocked(ctx, &Input{Event: states.AgentEngage, Key: key, Cause: CauseAgent}); err != nil {
 		e.log.Warn("flush: asking for control again failed", "thread", key, "err", err)
 	}
 }

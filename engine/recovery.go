@@ -56,7 +56,7 @@ func (e *Engine) recover(ctx context.Context) error {
 func (e *Engine) resolveIntent(ctx context.Context, in Intent) error {
 	unlock := e.locks.lock(in.Key)
 	defer unlock()
-	res, err := e.observeOwner(ctx, in.Key, CauseRecovery, true)
+	res, err := e.refreshOwner(ctx, in.Key, CauseRecovery)
 	if err != nil {
 		return err
 	}
@@ -81,18 +81,19 @@ func (e *Engine) retryIntents(ctx context.Context, left []Intent) {
 	}
 }
 
-// resumeQueue sends a thread's queue if RingCX owns it, or asks for control
-// if nothing is on the way.
+// resumeQueue sends a thread's queue if RingCX holds it, or asks for control
+// unless a request is already on the way.
 func (e *Engine) resumeQueue(ctx context.Context, key ThreadKey) {
 	t, err := e.store.Thread(ctx, key)
 	if err != nil {
 		e.log.Warn("queued contents of an unreadable thread", "thread", key, "err", err)
 		return
 	}
-	switch t.State {
-	case states.Agent:
+	if states.Holder(t.State) == states.ObservedRingCX {
 		e.scheduleFlush(key)
-	case states.Bot, states.Idle:
+		return
+	}
+	if t.Pending == nil {
 		e.background(func(ctx context.Context) {
 			if _, err := e.Apply(ctx, Input{Event: states.AgentEngage, Key: key, Cause: CauseRecovery}); err != nil {
 				e.log.Warn("asking for control for queued contents failed", "thread", key, "err", err)

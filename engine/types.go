@@ -109,7 +109,7 @@ type HistoryEntry struct {
 	At       time.Time       `json:"at"`
 	Event    states.Event    `json:"event"`
 	Observed states.Observed `json:"observed,omitempty"`
-	Cause    string          `json:"cause"`
+	Cause    Cause           `json:"cause"`
 	From     states.State    `json:"from"`
 	To       states.State    `json:"to"`
 	Owner    string          `json:"owner_app_id,omitempty"`
@@ -180,7 +180,7 @@ type Intent struct {
 	Observed states.Observed `json:"observed,omitempty"`
 	Call     states.Call     `json:"call"`
 	Target   string          `json:"target_app_id,omitempty"`
-	Cause    string          `json:"cause"`
+	Cause    Cause           `json:"cause"`
 	At       time.Time       `json:"at"`
 }
 

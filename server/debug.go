@@ -93,7 +93,7 @@ func threadView(t engine.Thread, page engine.Page) ThreadView {
 }
 
 func transitionView(h engine.HistoryEntry) TransitionView {
-	v := TransitionView{Revision: h.Revision, At: h.At, Event: h.Event, Observed: h.Observed, Cause: h.Cause,
+	v := TransitionView{Revision: h.Revision, At: h.At, Event: h.Event, Observed: h.Observed, Cause: string(h.Cause),
 		From: h.From, To: h.To, Owner: h.Owner, Primary: h.Primary, Outcome: h.Outcome, Reason: h.Reason}
 	for _, c := range h.Calls {
 		v.Calls = append(v.Calls, CallView{Call: c.Call, Target: c.Target, Outcome: c.Outcome, Error: c.Error, DurationMS: float64(c.Duration.Microseconds()) / 1000})

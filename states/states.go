@@ -101,6 +101,13 @@ const (
 	ObservedOther  Observed = "other"  // any other app (a bot, the Page Inbox…)
 )
 
+// Holder is who controls a thread in state s, as Meta would say it: nobody
+// when idle, RingCX in agent, another app in bot and while RingCX's request
+// waits.
+func Holder(s State) Observed { return holders[s] }
+
+var holders = map[State]Observed{Idle: ObservedNone, Bot: ObservedOther, Agent: ObservedRingCX, Pending: ObservedOther}
+
 // Call is a Graph API thread-control call made by the RingCX app.
 type Call string
 

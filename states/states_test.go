@@ -234,3 +234,39 @@ func TestAllowedAppliesGuards(t *testing.T) {
 		t.Errorf("during an intervention %d events, want %d", got, want)
 	}
 }
+
+// TestEffectsConsistent checks every row's effects against its states, and
+// that the check refuses rows whose effects contradict them.
+func TestEffectsConsistent(t *testing.T) {
+	for _, p := range Primaries {
+		for _, r := range Rules(p) {
+			if err := checkEffects(r); err != nil {
+				t.Errorf("primary %s: %v", p, err)
+			}
+		}
+	}
+	bad := []struct {
+		name string
+		rule Rule
+	}{
+		{"to agent without RingCX owning", Rule{Event: ControlPassed, From: []State{Bot}, To: Agent, Queue: QueueFlush}},
+		{"to idle with an owner", Rule{Event: ControlExpired, From: []State{Bot}, To: Idle, Owner: OwnerEventApp}},
+		{"flushes and fails", Rule{Event: RequestExpired, From: []State{Pending}, To: Bot, Request: RequestEnd, Queue: QueueFlush, Reason: "x"}},
+		{"fails without leaving pending", Rule{Event: ControlTaken, From: []State{Agent}, To: Bot, Owner: OwnerEventApp, Queue: QueueFail, Reason: "x"}},
+		{"leaves pending without failing", Rule{Event: RequestExpired, From: []State{Pending}, To: Bot, Request: RequestEnd}},
+		{"fails without a reason", Rule{Event: RequestExpired, From: []State{Pending}, To: Bot, Request: RequestEnd, Queue: QueueFail}},
+		{"enters pending without a request", Rule{Event: HandoverToAgent, From: []State{Bot}, To: Pending, Call: CallRequest}},
+		{"leaves pending without ending it", Rule{Event: ControlPassed, From: []State{Pending}, To: Agent, Owner: OwnerRingCX, Queue: QueueFlush}},
+		{"gains control without flushing", Rule{Event: AgentEngage, From: []State{Idle}, To: Agent, Call: CallTake, Owner: OwnerRingCX}},
+		{"take leaves another owner", Rule{Event: AgentEngage, From: []State{Bot}, To: Bot, Call: CallTake, Owner: OwnerEventApp}},
+		{"release keeps an owner", Rule{Event: InterventionClosed, From: []State{Agent}, To: Same, Call: CallRelease}},
+		{"primary bot in agent", Rule{Event: CustomerMessage, From: []State{Idle}, To: Agent, Owner: OwnerPrimaryBot, Queue: QueueFlush}},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := checkEffects(tc.rule); err == nil {
+				t.Errorf("checkEffects(%+v) = nil, want an error", tc.rule)
+			}
+		})
+	}
+}

@@ -12,16 +12,57 @@ import (
 const Same State = ""
 
 // Rule is one row of the transition table: in any state of From, Event moves
-// the thread to To, making Call first. For owner_observed, Observed says
-// which answer of Meta the row is for.
+// the thread to To, making Call first, with the effects that follow from it.
+// For owner_observed, Observed says which answer of Meta the row is for. The
+// engine applies a row generically from these fields; the diagrams label
+// edges with them.
 type Rule struct {
 	Event    Event
 	Observed Observed
 	From     []State
 	To       State
 	Call     Call
-	Note     string
+
+	Owner   Owner   // who owns the thread afterwards
+	Request Request // whether RingCX's request for control starts or ends
+	Queue   Queue   // what happens to the agent's contents awaiting control
+	// Reason is why queued contents fail (Queue == QueueFail), as the agent
+	// reads it on the content.
+	Reason string
+	Note   string
 }
+
+// Owner is who owns the thread after a row.
+type Owner string
+
+// What a row does to the thread's owner.
+const (
+	OwnerUnchanged  Owner = ""
+	OwnerRingCX     Owner = "ringcx"      // the page's RingCX app
+	OwnerPrimaryBot Owner = "primary_bot" // the page's primary bot app
+	OwnerEventApp   Owner = "event_app"   // the app the event names (handover target, new owner, requester, observed owner)
+	OwnerNone       Owner = "none"        // idle
+)
+
+// Request is what a row does to RingCX's pending request for control.
+type Request string
+
+// What a row does to the pending request.
+const (
+	RequestUnchanged Request = ""
+	RequestStart     Request = "start" // a request starts, with its deadline
+	RequestEnd       Request = "end"   // the request (if any) is over
+)
+
+// Queue is what a row does to the contents queued until RingCX has control.
+type Queue string
+
+// What a row does to the queue.
+const (
+	QueueUnchanged Queue = ""
+	QueueFlush     Queue = "flush" // RingCX has control: send them, in order
+	QueueFail      Queue = "fail"  // RingCX will not get control: fail them with Reason
+)
 
 // Name is the rule's event name in the looplab/fsm machine: the event, with
 // the observed owner for owner_observed ("owner_observed:none").
@@ -62,49 +103,55 @@ func Rules(p Primary) []Rule {
 	}
 	return []Rule{
 		byPrimary(
-			Rule{Event: CustomerMessage, From: []State{Idle}, To: Bot, Note: "Meta gives the idle thread to the primary bot app"},
-			Rule{Event: CustomerMessage, From: []State{Idle}, To: Agent, Note: "Meta gives the idle thread to RingCX, the primary"},
+			Rule{Event: CustomerMessage, From: []State{Idle}, To: Bot, Owner: OwnerPrimaryBot, Note: "Meta gives the idle thread to the primary bot app"},
+			Rule{Event: CustomerMessage, From: []State{Idle}, To: Agent, Owner: OwnerRingCX, Queue: QueueFlush, Note: "Meta gives the idle thread to RingCX, the primary"},
 			Rule{Event: CustomerMessage, From: []State{Idle}, To: Same, Note: "no primary: the thread stays idle"},
 		),
 		{Event: CustomerMessage, From: notIdle, To: Same, Note: "activity restarts the 24 h window"},
 
-		{Event: HandoverToAgent, From: []State{Bot}, To: Pending, Call: CallRequest, Note: "ask the owner to pass control"},
-		{Event: HandoverToAgent, From: []State{Idle}, To: Agent, Call: CallTake, Note: "take the idle thread"},
+		{Event: HandoverToAgent, From: []State{Bot}, To: Pending, Call: CallRequest, Request: RequestStart, Note: "ask the owner to pass control"},
+		{Event: HandoverToAgent, From: []State{Idle}, To: Agent, Call: CallTake, Owner: OwnerRingCX, Queue: QueueFlush, Note: "take the idle thread"},
 		{Event: HandoverToAgent, From: []State{Agent, Pending}, To: Same, Note: "already there or on the way"},
 
-		{Event: HandoverToBot, From: []State{Agent, Idle}, To: Bot, Call: CallPass, Note: "pass control to the bot app"},
-		{Event: HandoverToBot, From: []State{Pending}, To: Bot, Note: "cancel the request; the bot still owns the thread"},
-		{Event: HandoverToBot, From: []State{Bot}, To: Same, Note: "the bot app already owns the thread"},
+		{Event: HandoverToBot, From: []State{Agent, Idle}, To: Bot, Call: CallPass, Owner: OwnerEventApp, Note: "pass control to the bot app"},
+		{Event: HandoverToBot, From: []State{Pending}, To: Bot, Owner: OwnerEventApp, Request: RequestEnd, Queue: QueueFail,
+			Reason: "the request for control was cancelled: the thread was handed to a bot", Note: "cancel the request; the bot still owns the thread"},
+		{Event: HandoverToBot, From: []State{Bot}, To: Same, Owner: OwnerEventApp, Note: "the bot app already owns the thread"},
 
 		byPrimary(
-			Rule{Event: AgentEngage, From: []State{Bot}, To: Pending, Call: CallRequest, Note: "bot primary: request control"},
-			Rule{Event: AgentEngage, From: []State{Bot}, To: Agent, Call: CallTake, Note: "RingCX primary: take control"},
-			Rule{Event: AgentEngage, From: []State{Bot}, To: Pending, Call: CallRequest, Note: "no primary: request control"},
+			Rule{Event: AgentEngage, From: []State{Bot}, To: Pending, Call: CallRequest, Request: RequestStart, Note: "bot primary: request control"},
+			Rule{Event: AgentEngage, From: []State{Bot}, To: Agent, Call: CallTake, Owner: OwnerRingCX, Queue: QueueFlush, Note: "RingCX primary: take control"},
+			Rule{Event: AgentEngage, From: []State{Bot}, To: Pending, Call: CallRequest, Request: RequestStart, Note: "no primary: request control"},
 		),
-		{Event: AgentEngage, From: []State{Idle}, To: Agent, Call: CallTake, Note: "take the idle thread"},
+		{Event: AgentEngage, From: []State{Idle}, To: Agent, Call: CallTake, Owner: OwnerRingCX, Queue: QueueFlush, Note: "take the idle thread"},
 		{Event: AgentEngage, From: []State{Agent, Pending}, To: Same, Note: "owner already, or waiting (content queued)"},
 
-		{Event: ControlPassed, From: all, To: Agent, Note: "RingCX owns the thread; queued contents are sent"},
+		{Event: ControlPassed, From: all, To: Agent, Owner: OwnerRingCX, Request: RequestEnd, Queue: QueueFlush, Note: "RingCX owns the thread; queued contents are sent"},
 
-		{Event: ControlTaken, From: []State{Agent}, To: Bot, Note: "another app took control from RingCX"},
+		{Event: ControlTaken, From: []State{Agent}, To: Bot, Owner: OwnerEventApp, Note: "another app took control from RingCX"},
 
-		{Event: ControlRequested, From: []State{Agent}, To: Bot, Call: CallPass, Note: "pass control to the requester unless an intervention is open"},
+		{Event: ControlRequested, From: []State{Agent}, To: Bot, Call: CallPass, Owner: OwnerEventApp, Note: "pass control to the requester unless an intervention is open"},
 
-		{Event: InterventionClosed, From: []State{Agent}, To: Idle, Call: CallRelease, Note: "release the thread"},
-		{Event: InterventionClosed, From: []State{Pending}, To: Bot, Note: "cancel the request; queued contents fail"},
+		{Event: InterventionClosed, From: []State{Agent}, To: Idle, Call: CallRelease, Owner: OwnerNone, Note: "release the thread"},
+		{Event: InterventionClosed, From: []State{Pending}, To: Bot, Request: RequestEnd, Queue: QueueFail,
+			Reason: "the intervention was closed before RingCX got control", Note: "cancel the request; queued contents fail"},
 
 		byPrimary(
-			Rule{Event: RequestExpired, From: []State{Pending}, To: Bot, Note: "the owner did not pass in time; queued contents fail"},
-			Rule{Event: RequestExpired, From: []State{Pending}, To: Agent, Call: CallTake, Note: "RingCX primary: take control, send queued contents"},
-			Rule{Event: RequestExpired, From: []State{Pending}, To: Bot, Note: "the owner did not pass in time; queued contents fail"},
+			Rule{Event: RequestExpired, From: []State{Pending}, To: Bot, Request: RequestEnd, Queue: QueueFail,
+				Reason: "the owner did not pass control before the request's deadline", Note: "the owner did not pass in time; queued contents fail"},
+			Rule{Event: RequestExpired, From: []State{Pending}, To: Agent, Call: CallTake, Owner: OwnerRingCX, Request: RequestEnd, Queue: QueueFlush, Note: "RingCX primary: take control, send queued contents"},
+			Rule{Event: RequestExpired, From: []State{Pending}, To: Bot, Request: RequestEnd, Queue: QueueFail,
+				Reason: "the owner did not pass control before the request's deadline", Note: "the owner did not pass in time; queued contents fail"},
 		),
 
-		{Event: ControlExpired, From: []State{Bot, Agent}, To: Idle, Note: "24 h without activity: Meta returns the thread to idle"},
+		{Event: ControlExpired, From: []State{Bot, Agent}, To: Idle, Owner: OwnerNone, Note: "24 h without activity: Meta returns the thread to idle"},
 
-		{Event: OwnerObserved, Observed: ObservedNone, From: all, To: Idle, Note: "Meta says the thread is idle"},
-		{Event: OwnerObserved, Observed: ObservedRingCX, From: all, To: Agent, Note: "Meta says RingCX owns the thread"},
-		{Event: OwnerObserved, Observed: ObservedOther, From: []State{Idle, Bot, Agent}, To: Bot, Note: "Meta says another app owns the thread"},
-		{Event: OwnerObserved, Observed: ObservedOther, From: []State{Pending}, To: Same, Note: "still waiting for that app to pass"},
+		{Event: OwnerObserved, Observed: ObservedNone, From: []State{Idle, Bot, Agent}, To: Idle, Owner: OwnerNone, Note: "Meta says the thread is idle"},
+		{Event: OwnerObserved, Observed: ObservedNone, From: []State{Pending}, To: Idle, Owner: OwnerNone, Request: RequestEnd, Queue: QueueFail,
+			Reason: "Meta says nobody owns the thread: the request for control lapsed", Note: "Meta says the thread is idle; the request lapsed"},
+		{Event: OwnerObserved, Observed: ObservedRingCX, From: all, To: Agent, Owner: OwnerRingCX, Request: RequestEnd, Queue: QueueFlush, Note: "Meta says RingCX owns the thread"},
+		{Event: OwnerObserved, Observed: ObservedOther, From: []State{Idle, Bot, Agent}, To: Bot, Owner: OwnerEventApp, Note: "Meta says another app owns the thread"},
+		{Event: OwnerObserved, Observed: ObservedOther, From: []State{Pending}, To: Same, Owner: OwnerEventApp, Note: "still waiting for that app to pass"},
 
 		{Event: PrimaryChanged, From: all, To: Same, Note: "later events use the new table"},
 	}
@@ -174,7 +221,8 @@ func Allowed(p Primary, f Facts) []Event {
 }
 
 // validate checks the invariants a table must hold: every event of SPEC.md §2
-// appears, states are known, and no (event, state) pair has two rows.
+// appears, states are known, no (event, state) pair has two rows, and every
+// row's effects agree with its states (checkEffects).
 func validate(p Primary) error {
 	seen := map[string]bool{}
 	events := map[Event]bool{}
@@ -196,10 +244,55 @@ func validate(p Primary) error {
 			}
 			seen[k] = true
 		}
+		if err := checkEffects(r); err != nil {
+			return err
+		}
 	}
 	for _, e := range Events {
 		if !events[e] {
 			return fmt.Errorf("event %s has no row", e)
+		}
+	}
+	return nil
+}
+
+// checkEffects reports a row whose effects contradict its states: the owner
+// must be the one each destination implies (RingCX in agent, nobody when
+// idle), a request starts exactly when a thread enters pending-request and
+// ends when it leaves, contents are flushed exactly when RingCX gains control
+// and failed when a request ends without it, and each call has its effect.
+func checkEffects(r Rule) error {
+	bad := func(from State, format string, args ...any) error {
+		return fmt.Errorf("%s from %s: %s", r.Name(), from, fmt.Sprintf(format, args...))
+	}
+	if (r.Queue == QueueFail) != (r.Reason != "") {
+		return fmt.Errorf("%s: a row gives a reason exactly when it fails the queue", r.Name())
+	}
+	callOwner := map[Call]Owner{CallPass: OwnerEventApp, CallTake: OwnerRingCX, CallRelease: OwnerNone}
+	if want, ok := callOwner[r.Call]; ok && r.Owner != want {
+		return fmt.Errorf("%s: %s leaves owner %q, want %q", r.Name(), r.Call, r.Owner, want)
+	}
+	if r.Call == CallRequest && r.Request != RequestStart {
+		return fmt.Errorf("%s: request_thread_control must start a request", r.Name())
+	}
+	for _, from := range r.From {
+		to := r.Dst(from)
+		switch {
+		case to == Agent && r.Owner != OwnerRingCX && !(from == Agent && r.Owner == OwnerUnchanged):
+			return bad(from, "a row to agent must leave RingCX the owner")
+		case to == Idle && r.Owner != OwnerNone && !(from == Idle && r.Owner == OwnerUnchanged):
+			return bad(from, "a row to idle must leave no owner")
+		case r.Owner == OwnerRingCX && to != Agent, r.Owner == OwnerNone && to != Idle,
+			r.Owner == OwnerPrimaryBot && to != Bot, r.Owner == OwnerEventApp && Holder(to) != ObservedOther:
+			return bad(from, "owner %q contradicts destination %s", r.Owner, to)
+		case (to == Pending && from != Pending) != (r.Request == RequestStart):
+			return bad(from, "a request starts exactly when the thread enters %s", Pending)
+		case from == Pending && to != Pending && r.Request != RequestEnd, r.Request == RequestEnd && to == Pending:
+			return bad(from, "a request ends exactly when the thread leaves %s", Pending)
+		case r.Queue == QueueFlush && to != Agent, to == Agent && from != Agent && r.Queue != QueueFlush:
+			return bad(from, "queued contents are flushed exactly when RingCX gets control")
+		case r.Queue == QueueFail && from != Pending, from == Pending && to != Pending && to != Agent && r.Queue != QueueFail:
+			return bad(from, "queued contents fail exactly when a request ends without control")
 		}
 	}
 	return nil
