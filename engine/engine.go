@@ -36,6 +36,10 @@ type Observer interface {
 	// ControlGranted is called when a pending request ends with RingCX in
 	// control, with the time since the request.
 	ControlGranted(wait time.Duration)
+	// WebhookEvent is called once per event of a Meta webhook, with Meta's
+	// kind and what became of it (an outcome of HistoryEntry or Result,
+	// OutcomeSkipped or OutcomeError).
+	WebhookEvent(kind, outcome string)
 }
 
 // TransitionInfo describes one recorded event.
@@ -51,6 +55,7 @@ type nopObserver struct{}
 
 func (nopObserver) Transition(TransitionInfo)    {}
 func (nopObserver) ControlGranted(time.Duration) {}
+func (nopObserver) WebhookEvent(string, string)  {}
 
 // Config wires an engine. Store and Graph are required.
 type Config struct {

@@ -1,8 +1,11 @@
 package engine_test
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -39,6 +42,7 @@ type harness struct {
 	dir    string
 	store  *store.DB
 	eng    *engine.Engine
+	srv    *server.Server // the engine's webhook endpoint
 	clock  engine.Clock
 	now    func() time.Time
 	bot    *messenger.Client // acts as the bot app
@@ -100,7 +104,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	h.page = sim.PageConfig{
 		PageID: pageID, Mode: mode, PrimaryAppID: primary,
 		Apps: []sim.AppConfig{
-			{AppID: ringcxID, Name: "RingCX", AccessToken: "ringcx-page-token", AppSecret: "ringcx-secret", CallbackURL: hook.URL, VerifyToken: "dev-verify", Fields: []string{"messages", "messaging_handovers", "standby"}},
+			{AppID: ringcxID, Name: "RingCX", AccessToken: "ringcx-page-token", AppSecret: "ringcx-secret", CallbackURL: hook.URL + "/webhooks/messenger", VerifyToken: "dev-verify", Fields: []string{"messages", "messaging_handovers", "standby"}},
 			{AppID: botID, Name: "Bot", AccessToken: "bot-page-token", AppSecret: "bot-secret", Fields: []string{"messages", "messaging_handovers", "standby"},
 				Bot: &sim.BotConfig{HonorRequests: o.honorRequests, PassDelayMS: int(o.passDelay / time.Millisecond), Reply: "echo", ClaimIdle: &claim}},
 			{AppID: bot2ID, Name: "Bot 2", AccessToken: "bot2-page-token", AppSecret: "bot2-secret", Fields: []string{"messages", "messaging_handovers", "standby"},
@@ -146,7 +150,7 @@ func (h *harness) openEngine() {
 	}
 	eng, err := engine.New(engine.Config{
 		Store: db, Graph: h.client("ringcx-page-token", "ringcx-secret"), Clock: h.clock,
-		RetryDelay: 200 * time.Millisecond,
+		RetryDelay: 200 * time.Millisecond, Observer: h,
 	})
 	if err != nil {
 		h.t.Fatal(err)
@@ -154,8 +158,12 @@ func (h *harness) openEngine() {
 	if err := eng.Start(ctx); err != nil {
 		h.t.Fatalf("engine.Start: %v", err)
 	}
+	srv, err := server.New(server.Config{Engine: eng, APITokens: []string{"dev-token"}, WebhookSecrets: []string{"ringcx-secret"}})
+	if err != nil {
+		h.t.Fatal(err)
+	}
 	h.mu.Lock()
-	h.store, h.eng = db, eng
+	h.store, h.eng, h.srv = db, eng, srv
 	h.mu.Unlock()
 	h.t.Cleanup(h.closeEngine)
 }
@@ -163,7 +171,7 @@ func (h *harness) openEngine() {
 func (h *harness) closeEngine() {
 	h.mu.Lock()
 	eng, db := h.eng, h.store
-	h.eng, h.store = nil, nil
+	h.eng, h.store, h.srv = nil, nil, nil
 	h.mu.Unlock()
 	if eng == nil {
 		return
@@ -183,46 +191,65 @@ func (h *harness) setPrimary(o harnessOpts) {
 	}
 }
 
-// receive is the RingCX app's webhook endpoint: the parts of the server's
-// handler the engine needs (signature, parsing, translation, apply).
+// receive is the RingCX app's webhook endpoint: threadctl's own webhook
+// handler (server), serving the harness's current engine. While handovers are
+// dropped, their events are cut from each delivery (re-signed) before it
+// reaches the server; customer messages still arrive.
 func (h *harness) receive(w http.ResponseWriter, r *http.Request) {
-	body, _ := io.ReadAll(r.Body)
-	if err := messenger.VerifySignature(body, r.Header.Get("X-Hub-Signature-256"), "ringcx-secret"); err != nil {
-		h.fail(err)
-		http.Error(w, err.Error(), http.StatusForbidden)
-		return
-	}
-	wh, err := messenger.ParseWebhook(body)
-	if err != nil {
-		h.fail(err)
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
 	h.mu.Lock()
-	eng, drop := h.eng, h.dropHO
+	srv, drop := h.srv, h.dropHO
 	h.mu.Unlock()
-	if eng == nil {
+	if srv == nil {
 		http.Error(w, "engine restarting", http.StatusServiceUnavailable)
 		return
 	}
-	tr := server.Translate(wh, eng.Page)
 	if drop {
-		// Handover webhooks are lost; customer messages still arrive.
-		tr.Inputs = slices.DeleteFunc(tr.Inputs, func(in server.Event) bool { return in.Kind != messenger.KindMessage })
+		body, _ := io.ReadAll(r.Body)
+		body = withoutHandovers(h.t, body)
+		sig, _ := messenger.Sign(body, "ringcx-secret")
+		r.Header.Set("X-Hub-Signature-256", sig)
+		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 	}
-	for _, rc := range tr.Roles {
-		if _, err := eng.ChangePrimary(r.Context(), rc.PageID, rc.Roles); err != nil {
-			h.fail(err)
-		}
+	rec := httptest.NewRecorder()
+	srv.Handler().ServeHTTP(rec, r)
+	if rec.Code != http.StatusOK {
+		h.fail(fmt.Errorf("webhook answered %d: %s", rec.Code, rec.Body))
 	}
-	for _, in := range tr.Inputs {
-		if _, err := eng.Apply(r.Context(), in.Input); err != nil && engine.ErrorCode(err) != engine.CodeMeta {
-			h.fail(err)
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
-			return
-		}
+	for k, v := range rec.Header() {
+		w.Header()[k] = v
+	}
+	w.WriteHeader(rec.Code)
+	w.Write(rec.Body.Bytes())
+}
+
+// withoutHandovers is a webhook body without its handover events.
+func withoutHandovers(t *testing.T, body []byte) []byte {
+	var wh messenger.Webhook
+	if err := json.Unmarshal(body, &wh); err != nil {
+		t.Errorf("webhook body: %v", err)
+		return body
+	}
+	for i := range wh.Entry {
+		wh.Entry[i].Messaging = slices.DeleteFunc(wh.Entry[i].Messaging, func(ev messenger.MessagingEvent) bool { return ev.Kind() != messenger.KindMessage })
+	}
+	out, err := json.Marshal(wh)
+	if err != nil {
+		t.Errorf("webhook body: %v", err)
+		return body
+	}
+	return out
+}
+
+// WebhookEvent fails the test for webhook events the engine could not
+// apply (the harness is the engine's Observer).
+func (h *harness) WebhookEvent(kind, outcome string) {
+	if outcome == engine.OutcomeError {
+		h.fail(fmt.Errorf("a %s webhook event was not applied (see the log)", kind))
 	}
 }
+
+func (h *harness) Transition(engine.TransitionInfo) {}
+func (h *harness) ControlGranted(time.Duration)     {}
 
 func (h *harness) fail(err error) {
 	h.mu.Lock()

@@ -22,11 +22,11 @@ type Webhook struct {
 
 // Entry is one entry of a webhook: a page and its events.
 type Entry struct {
-	ID         ID           `json:"id"`
-	Time       int64        `json:"time"`
-	Messaging  []Event      `json:"messaging"`
-	Standby    []Event      `json:"standby"`
-	HopContext []HopContext `json:"hop_context,omitempty"`
+	ID         ID               `json:"id"`
+	Time       int64            `json:"time"`
+	Messaging  []MessagingEvent `json:"messaging"`
+	Standby    []MessagingEvent `json:"standby"`
+	HopContext []HopContext     `json:"hop_context,omitempty"`
 }
 
 // HopContext is the lead-ads handover context some entries carry.
@@ -40,9 +40,9 @@ type Party struct {
 	ID ID `json:"id"`
 }
 
-// Event is one messaging or standby event. Exactly one of its payload fields
+// MessagingEvent is one messaging or standby event. Exactly one of its payload fields
 // is normally set; Kind names it.
-type Event struct {
+type MessagingEvent struct {
 	Sender    Party `json:"sender"`
 	Recipient Party `json:"recipient"`
 	Timestamp int64 `json:"timestamp"`
@@ -103,7 +103,7 @@ type RequestThreadControl struct {
 	Metadata            string `json:"metadata,omitempty"`
 }
 
-// Event kinds, as returned by Event.Kind.
+// Event kinds, as returned by MessagingEvent.Kind.
 const (
 	KindMessage              = "message"
 	KindEcho                 = "echo"
@@ -118,7 +118,7 @@ const (
 )
 
 // Kind names the event's payload.
-func (e *Event) Kind() string {
+func (e *MessagingEvent) Kind() string {
 	switch {
 	case e.Message != nil && e.Message.IsEcho:
 		return KindEcho
@@ -143,11 +143,11 @@ func (e *Event) Kind() string {
 }
 
 // Time is the event's timestamp (Meta sends milliseconds).
-func (e *Event) Time() time.Time { return time.UnixMilli(e.Timestamp) }
+func (e *MessagingEvent) Time() time.Time { return time.UnixMilli(e.Timestamp) }
 
 // CustomerID is the PSID of the customer the event is about: the sender of
 // customer events, the recipient of echoes.
-func (e *Event) CustomerID() ID {
+func (e *MessagingEvent) CustomerID() ID {
 	if e.Message != nil && e.Message.IsEcho {
 		return e.Recipient.ID
 	}
@@ -171,7 +171,7 @@ func ParseWebhook(body []byte) (*Webhook, error) {
 		if en.ID == "" {
 			return nil, fmt.Errorf("webhook entry %d has no page id", i)
 		}
-		for _, list := range [][]Event{en.Messaging, en.Standby} {
+		for _, list := range [][]MessagingEvent{en.Messaging, en.Standby} {
 			for j := range list {
 				ev := &list[j]
 				if ev.Kind() == KindAppRoles {

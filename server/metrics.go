@@ -161,7 +161,8 @@ func (m *Metrics) HTTPRequest(route, method string, status int, d time.Duration)
 	m.httpDuration.WithLabelValues(route, method).Observe(d.Seconds())
 }
 
-func (m *Metrics) webhookEvent(kind, outcome string) {
+// WebhookEvent counts one Meta webhook event by kind and outcome.
+func (m *Metrics) WebhookEvent(kind, outcome string) {
 	if m == nil {
 		return
 	}

@@ -73,7 +73,8 @@ func newFixture(t *testing.T) *fixture {
 			return messenger.Credentials{AccessToken: "ringcx-page-token", AppSecret: ringcxSecret}, true
 		},
 	}
-	eng, err := engine.New(engine.Config{Store: db, Graph: graph, RetryDelay: 200 * time.Millisecond})
+	f.metrics = server.NewMetrics(func() (int, time.Time) { return f.eng.PendingRequests() }, time.Now)
+	eng, err := engine.New(engine.Config{Store: db, Graph: graph, RetryDelay: 200 * time.Millisecond, Observer: f.metrics})
 	if err != nil {
 		t.Fatalf("engine.New: %v", err)
 	}
@@ -97,7 +98,6 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatalf("engine.Start: %v", err)
 	}
 
-	f.metrics = server.NewMetrics(eng.PendingRequests, time.Now)
 	f.srv, err = server.New(server.Config{
 		Engine: eng, APITokens: []string{apiToken}, VerifyToken: verifyToken,
 		WebhookSecrets: []string{ringcxSecret}, Ready: eng.Ping, Metrics: f.metrics,

@@ -1,11 +1,8 @@
 package server
 
 import (
-	"context"
-	"errors"
 	"io"
 	"net/http"
-	"sync"
 
 	"github.com/labstack/echo/v4"
 
@@ -23,9 +20,10 @@ func (s *Server) webhookVerify(c echo.Context) error {
 }
 
 // webhookReceive is POST /webhooks/messenger: it checks the signature over
-// the raw body, applies every event (threads in parallel, each thread's
-// events in order) and answers 200 once they are durable. A store failure
-// answers 503 so that Meta delivers again; duplicates are then ignored.
+// the raw body, hands the events to the engine (which applies each thread's
+// in order, threads in parallel) and answers 200 once they are durable. A
+// store failure answers 503 so that Meta delivers again; duplicates are then
+// ignored.
 func (s *Server) webhookReceive(c echo.Context) error {
 	body, err := io.ReadAll(c.Request().Body)
 	if err != nil {
@@ -40,81 +38,46 @@ func (s *Server) webhookReceive(c echo.Context) error {
 		s.log.Warn("webhook unparsable", "request_id", requestID(c), "err", err)
 		return badRequest("%v", err)
 	}
-	ctx := c.Request().Context()
-	tr := Translate(w, s.cfg.Engine.Page)
-	for _, sk := range tr.Skipped {
-		s.log.Debug("webhook event skipped", "request_id", requestID(c), "kind", sk.Kind, "why", sk.Why)
-		s.metrics.webhookEvent(sk.Kind, "skipped")
-	}
-	for _, rc := range tr.Roles {
-		if _, err := s.cfg.Engine.ChangePrimary(ctx, rc.PageID, rc.Roles); err != nil {
-			s.metrics.webhookEvent(messenger.KindAppRoles, "error")
-			return err
-		}
-		s.metrics.webhookEvent(messenger.KindAppRoles, "applied")
-	}
-	if err := s.applyAll(ctx, tr.Inputs); err != nil {
+	if err := s.cfg.Engine.Receive(c.Request().Context(), Notices(w)); err != nil {
 		return err
 	}
 	return success(c)
 }
 
-// applyAll applies inputs, each thread's in order, different threads in
-// parallel. Only store failures are returned: what Meta refused is recorded
-// in the thread's history.
-func (s *Server) applyAll(ctx context.Context, inputs []Event) error {
-	if len(inputs) == 1 {
-		return s.applyOne(ctx, inputs[0])
-	}
-	byThread := map[engine.ThreadKey][]Event{}
-	var order []engine.ThreadKey
-	for _, in := range inputs {
-		if _, ok := byThread[in.Key]; !ok {
-			order = append(order, in.Key)
-		}
-		byThread[in.Key] = append(byThread[in.Key], in)
-	}
-	var (
-		wg   sync.WaitGroup
-		mu   sync.Mutex
-		errs []error
-	)
-	for _, k := range order {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for _, in := range byThread[k] {
-				if err := s.applyOne(ctx, in); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-					return
-				}
+// Notices copies a webhook's events into the engine's terms, in order: every
+// entry's messaging events, then its standby events. It gives them no
+// meaning; engine.Translate does.
+func Notices(w *messenger.Webhook) []engine.Notice {
+	var out []engine.Notice
+	for _, en := range w.Entry {
+		for _, list := range []struct {
+			channel string
+			events  []messenger.MessagingEvent
+		}{{engine.ChannelMessaging, en.Messaging}, {engine.ChannelStandby, en.Standby}} {
+			for i := range list.events {
+				out = append(out, notice(string(en.ID), list.channel, &list.events[i]))
 			}
-		}()
+		}
 	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return out
 }
 
-func (s *Server) applyOne(ctx context.Context, in Event) error {
-	res, err := s.cfg.Engine.Apply(ctx, in.Input)
-	switch engine.ErrorCode(err) {
-	case "":
-	case engine.CodeMeta:
-		// Recorded as failed in the thread's history.
-		s.metrics.webhookEvent(in.Kind, engine.OutcomeFailed)
-		s.log.Warn("webhook event failed", "thread", in.Key, "event", in.Event, "err", err)
-		return nil
-	case engine.CodeConflict, engine.CodeNotFound, engine.CodeInvalid:
-		s.metrics.webhookEvent(in.Kind, "error")
-		s.log.Warn("webhook event not applied", "thread", in.Key, "event", in.Event, "err", err)
-		return nil
-	default:
-		s.metrics.webhookEvent(in.Kind, "error")
-		return err
+func notice(pageID, channel string, ev *messenger.MessagingEvent) engine.Notice {
+	n := engine.Notice{
+		PageID: pageID, PSID: string(ev.CustomerID()), Channel: channel,
+		Kind: ev.Kind(), Time: ev.Time(), Roles: ev.AppRoles,
 	}
-	s.metrics.webhookEvent(in.Kind, res.Outcome)
-	s.log.Debug("webhook event", "thread", in.Key, "event", in.Event, "outcome", res.Outcome, "from", res.From, "to", res.To)
-	return nil
+	if ev.Message != nil {
+		n.MID = ev.Message.MID
+	}
+	if p := ev.PassThreadControl; p != nil {
+		n.PrevOwner, n.NewOwner = string(p.PreviousOwnerAppID), string(p.NewOwnerAppID)
+	}
+	if t := ev.TakeThreadControl; t != nil {
+		n.PrevOwner, n.NewOwner = string(t.PreviousOwnerAppID), string(t.NewOwnerAppID)
+	}
+	if r := ev.RequestThreadControl; r != nil {
+		n.Requester = string(r.RequestedOwnerAppID)
+	}
+	return n
 }
