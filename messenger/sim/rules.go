@@ -26,9 +26,46 @@ func (s *Sim) callThread(c *callCtx) (*thread, *graphError) {
 	return s.thread(c.pg, psid, c.now), nil
 }
 
-// pageNode answers GET /me: the page the token belongs to.
+// wirePageNode is the page node as GET /me (or /{page_id}) answers it. Field order follows
+// Meta's sample: messaging_feature_status, then id.
+type wirePageNode struct {
+	MessagingFeatureStatus *wireFeatureStatus `json:"messaging_feature_status,omitempty"`
+	ID                     string             `json:"id"`
+}
+
+// wireFeatureStatus is the page's messaging_feature_status (reference §2.3).
+type wireFeatureStatus struct {
+	HopV2        bool `json:"hop_v2"`
+	MsgrMultiApp bool `json:"msgr_multi_app"`
+	IGMultiApp   bool `json:"ig_multi_app"`
+}
+
+// pageNode answers GET /me and GET /{page_id}: the page the token belongs to. The fields id
+// and messaging_feature_status are known; id is always answered, as Graph does; any other
+// field is Graph's code 100 error.
+//
+// Meta documents messaging_feature_status only as the way to check "the Conversation Routing
+// status" and does not define its flags. The simulator's choice: hop_v2 is true when the page
+// is in mode hop_v2, msgr_multi_app when it is in cr or cr_zero (Conversation Routing for
+// Messenger, with or without a default app), and ig_multi_app is always false (the simulator
+// has no Instagram account). A hop_v1 page answers all three false.
 func (s *Sim) pageNode(c *callCtx) (any, *graphError) {
-	return map[string]string{"id": c.pg.id()}, nil
+	node := wirePageNode{ID: c.pg.id()}
+	fields, _ := c.p.str("fields")
+	for _, f := range strings.Split(fields, ",") {
+		switch f = strings.TrimSpace(f); f {
+		case "", "id":
+		case "messaging_feature_status":
+			mode := c.pg.mode()
+			node.MessagingFeatureStatus = &wireFeatureStatus{
+				HopV2:        mode == ModeHOPv2,
+				MsgrMultiApp: mode == ModeCR || mode == ModeCRZero,
+			}
+		default:
+			return nil, errParam("Tried accessing nonexisting field (%s) on node type (Page)", f)
+		}
+	}
+	return node, nil
 }
 
 // passThreadControl: hop_v1 lets only the owner pass; the other modes let the owner pass, and
