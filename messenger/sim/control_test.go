@@ -466,3 +466,91 @@ func TestCloseStopsRetries(t *testing.T) {
 		t.Errorf("Close took %v", took)
 	}
 }
+
+// TestSwitchModeKeepsThreads: PUT /_sim/pages/{id} from hop_v2 to cr and back keeps every
+// thread with its owner and control window, and the next call follows the new mode's rules.
+func TestSwitchModeKeepsThreads(t *testing.T) {
+	clock := newFakeClock()
+	s := newSim(t, Options{Now: clock.Now})
+	srv := serve(t, s)
+	hook := newCollector(t)
+	page := func(mode string) PageConfig {
+		return PageConfig{Mode: mode, PrimaryAppID: idP, Apps: []AppConfig{
+			app(idP, hook.URL("/p")), app(idO, hook.URL("/o")), app(idT, hook.URL("/t")),
+		}}
+	}
+	put := func(mode string) {
+		t.Helper()
+		status, _, raw := httpPut(t, srv, "/_sim/pages/"+testPage, page(mode))
+		if status != http.StatusOK {
+			t.Fatalf("PUT mode %s = %d %s", mode, status, raw)
+		}
+	}
+	put(ModeHOPv2)
+	setOwnerForTest(s, testPage, "by-P", idP)
+	setOwnerForTest(s, testPage, "by-O", idO)
+	setOwnerForTest(s, testPage, "idle", "")
+	rcpt := func(psid string) map[string]any { return map[string]any{"recipient": map[string]any{"id": psid}} }
+	if status, _, raw := httpCall(t, srv, http.MethodPost, "/v19.0/me/extend_thread_control", token(idO), map[string]any{"recipient": map[string]any{"id": "by-O"}, "duration": 3 * 24 * 3600}); status != http.StatusOK {
+		t.Fatalf("extend = %d %s", status, raw)
+	}
+	before := map[string]ThreadView{}
+	for _, psid := range []string{"by-P", "by-O", "idle"} {
+		before[psid] = s.Thread(testPage, psid)
+	}
+	same := func(when string) {
+		t.Helper()
+		for psid, b := range before {
+			got := s.Thread(testPage, psid)
+			if got.OwnerAppID != b.OwnerAppID || !got.ExpiresAt.Equal(b.ExpiresAt) {
+				t.Errorf("%s: thread %s owner %q expiring %v, want %q expiring %v", when, psid, got.OwnerAppID, got.ExpiresAt, b.OwnerAppID, b.ExpiresAt)
+			}
+		}
+	}
+
+	clock.Advance(time.Hour)
+	put(ModeCR)
+	same("after hop_v2 → cr")
+	_, body, raw := httpCall(t, srv, http.MethodPost, "/v19.0/me/request_thread_control", token(idO), rcpt("by-P"))
+	if msg := fmt.Sprint(body["error"]); errorCode(body) != "200" || !strings.Contains(msg, "default app") {
+		t.Errorf("request after the switch to cr = %s, want the CR refusal (code 200, default app)", raw)
+	}
+	if _, body, raw := httpCall(t, srv, http.MethodPost, "/v19.0/me/take_thread_control", token(idO), rcpt("by-P")); errorCode(body) != "200" {
+		t.Errorf("take without the takeover setting after the switch = %s, want code 200", raw)
+	}
+	if _, _, raw := httpCall(t, srv, http.MethodGet, "/v19.0/me", token(idO), map[string]any{"fields": "messaging_feature_status"}); !strings.Contains(string(raw), `"msgr_multi_app":true`) {
+		t.Errorf("messaging_feature_status after the switch = %s, want msgr_multi_app true", raw)
+	}
+	same("after the refused calls")
+
+	put(ModeHOPv2)
+	same("after cr → hop_v2")
+	if status, _, raw := httpCall(t, srv, http.MethodPost, "/v19.0/me/request_thread_control", token(idO), rcpt("by-P")); status != http.StatusOK {
+		t.Errorf("request after the switch back to hop_v2 = %d %s, want success", status, raw)
+	}
+	settle(t, s)
+	if got, want := deliveredHooks(s), []string{"P messaging request_thread_control"}; !slices.Equal(got, want) {
+		t.Errorf("webhooks = %q, want %q", got, want)
+	}
+}
+
+// TestSwitchModeExpiredControl: control that expired before a page is replaced is idle in the
+// new config; in hop_v1 the thread then goes to the Primary Receiver, not the former owner.
+func TestSwitchModeExpiredControl(t *testing.T) {
+	clock := newFakeClock()
+	s := newSim(t, Options{Now: clock.Now})
+	apps := []AppConfig{app(idP, ""), app(idO, "")}
+	mustPut(t, s, PageConfig{Mode: ModeHOPv2, Apps: apps})
+	setOwnerForTest(s, testPage, "expired", idO)
+	setOwnerForTest(s, testPage, "live", idO)
+	clock.Advance(12 * time.Hour)
+	setOwnerForTest(s, testPage, "live", idO) // window restarted: expires at +36 h
+	clock.Advance(13 * time.Hour)             // "expired" ran out at +24 h, unseen so far
+	mustPut(t, s, PageConfig{Mode: ModeHOPv1, PrimaryAppID: idP, Apps: apps})
+	if got := s.Thread(testPage, "expired").OwnerAppID; got != idP {
+		t.Errorf("expired thread owner after the switch to hop_v1 = %q, want the Primary Receiver %s", got, idP)
+	}
+	if got := s.Thread(testPage, "live").OwnerAppID; got != idO {
+		t.Errorf("live thread owner after the switch to hop_v1 = %q, want %s", got, idO)
+	}
+}

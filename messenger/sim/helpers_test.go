@@ -325,3 +325,28 @@ func httpCall(t *testing.T, srv *httptest.Server, method, path, tok string, args
 	}
 	return resp.StatusCode, out, raw
 }
+
+// httpPut makes a control API PUT with a JSON body over real HTTP.
+func httpPut(t *testing.T, srv *httptest.Server, path string, v any) (int, map[string]any, []byte) {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPut, srv.URL+path, bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatalf("PUT %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("PUT %s: answer is not JSON: %v: %s", path, err, raw)
+	}
+	return resp.StatusCode, out, raw
+}

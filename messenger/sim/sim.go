@@ -196,12 +196,18 @@ func (s *Sim) pageConfig(pageID string) (PageConfig, bool) {
 	return pg.cfg, true
 }
 
-// adoptThreads brings a page's existing threads in line with a new config: an owner that is no
-// longer connected loses control (a choice: Meta does not say what happens when an app is
-// unsubscribed), hop_v1 threads are never idle and never expire, and owned threads of the other
-// modes get a control window if they had none.
+// adoptThreads brings a page's existing threads in line with a new config. Every thread is
+// kept, with its owner and its control window, across any change of mode (hop_v2 to cr and
+// back included), except that: control that had already expired is first returned to idle,
+// an owner that is no longer connected loses control (a choice: Meta does not say what
+// happens when an app is unsubscribed), hop_v1 threads are never idle and never expire (an
+// idle thread goes to the Primary Receiver), and owned threads of the other modes get a
+// control window if they had none (leaving hop_v1).
 func (s *Sim) adoptThreads(pg *page, now time.Time) {
 	for _, t := range s.threads[pg.id()] {
+		if !t.expiresAt.IsZero() && !now.Before(t.expiresAt) {
+			t.owner, t.expiresAt = "", time.Time{}
+		}
 		if t.owner != "" && !pg.connected(t.owner) {
 			t.owner, t.expiresAt = "", time.Time{}
 		}
