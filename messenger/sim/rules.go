@@ -379,8 +379,16 @@ type wireSendResult struct {
 // sendMessage is the Send API for text messages and sender actions. Only the owner may send;
 // on an idle thread any app may (cr: only the default app). Sending does not claim an idle
 // thread (Meta is silent; the reference's suggested default). Apps subscribed to
-// message_echoes receive the echo. In cr a thread_control field passes or releases control
-// after the message is sent.
+// message_echoes receive the echo.
+//
+// With Conversation Routing (cr and cr_zero) a thread_control field passes control (to
+// app_id, or to the default app when app_id is absent: cr_zero, which has none, needs app_id)
+// or releases it (control_type "release" or absent; no webhook) after the message is sent.
+// Meta says thread control in the Send API is only available with Conversation Routing: in
+// hop_v1 and hop_v2 the field is ignored (Meta is silent on whether it is an error). A
+// thread_control that cannot be applied refuses the whole call, before anything is sent; with
+// a sender_action instead of a message it is checked but not applied (only a sent message
+// carries it; Meta is silent).
 func (s *Sim) sendMessage(c *callCtx) (any, *graphError) {
 	t, gerr := s.callThread(c)
 	if gerr != nil {
@@ -411,7 +419,7 @@ func (s *Sim) sendMessage(c *callCtx) (any, *graphError) {
 	if err != nil {
 		return nil, errParam("Param thread_control must be an object: %v", err)
 	}
-	hasControl = hasControl && c.pg.mode() == ModeCR
+	hasControl = hasControl && (c.pg.mode() == ModeCR || c.pg.mode() == ModeCRZero)
 
 	owner := t.owner
 	mayIdle := c.pg.mode() != ModeCR || c.app == c.pg.primary()
@@ -428,6 +436,9 @@ func (s *Sim) sendMessage(c *callCtx) (any, *graphError) {
 			target, _ = idValue(control["app_id"])
 			if target == "" {
 				target = c.pg.primary()
+			}
+			if target == "" {
+				return nil, errParam("Param thread_control[app_id] is required: the page has no default app (Conversation Routing zero-config)")
 			}
 			if gerr := s.checkPassTarget(c, target, owner == c.app); gerr != nil {
 				return nil, gerr
