@@ -96,11 +96,14 @@ func (s *Sim) botHandOver(app AppConfig, mode, psid string) {
 
 // botCall makes a Graph call as the bot's app.
 func (s *Sim) botCall(app AppConfig, edge string, p params) {
-	status, _ := s.graph(s.ctx, graphRequest{
+	res := s.graph(s.ctx, graphRequest{
 		method: http.MethodPost, node: "me", edge: edge, p: p, token: app.AccessToken, via: viaBot,
 	})
-	if status != http.StatusOK {
-		s.logger.Info("reference bot call failed", "app_id", app.AppID, "call", edge, "status", status)
+	switch {
+	case res.reset:
+		s.logger.Info("reference bot call failed: network error (connection reset by a fault)", "app_id", app.AppID, "call", edge)
+	case res.status != http.StatusOK:
+		s.logger.Info("reference bot call failed", "app_id", app.AppID, "call", edge, "status", res.status)
 	}
 }
 

@@ -55,7 +55,7 @@ type Sim struct {
 	tokens    map[string]appRef
 	threads   map[string]map[string]*thread // page id → PSID → thread
 	outboxes  map[outboxKey]*outbox
-	faults    []*Fault
+	faults    []*activeFault
 	log       []LogEntry
 	seq       int64
 	lastStamp int64 // last webhook timestamp handed out, in ms
@@ -326,8 +326,9 @@ func (s *Sim) Thread(pageID, psid string) ThreadView {
 	return ThreadView{OwnerAppID: t.owner, ExpiresAt: t.expiresAt, Messages: slices.Clone(t.messages)}
 }
 
-// Settle waits until no webhook delivery is queued, in flight or waiting to be retried, and
-// the reference bots have nothing left to do.
+// Settle waits until no webhook delivery is queued, in flight or waiting to be retried, the
+// reference bots have nothing left to do, and no Graph call is held by a fault's delay_ms
+// (so that a call applied late, apply_late, has been applied).
 func (s *Sim) Settle(ctx context.Context) error {
 	for {
 		s.mu.Lock()
@@ -345,7 +346,7 @@ func (s *Sim) Settle(ctx context.Context) error {
 		case <-s.ctx.Done():
 			return ErrClosed
 		case <-ctx.Done():
-			return fmt.Errorf("settle: %d webhook events or bot actions still pending: %w", n, ctx.Err())
+			return fmt.Errorf("settle: %d webhook events, bot actions or delayed Graph calls still pending: %w", n, ctx.Err())
 		}
 	}
 }
