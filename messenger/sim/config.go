@@ -413,7 +413,9 @@ func (pg *page) connected(appID string) bool {
 	return pg.apps[appID] != nil || appID == PageInboxAppID
 }
 
-// takeoverAllowed is Conversation Routing's per-app takeover setting.
+// takeoverAllowed is Conversation Routing's per-app takeover setting. Unset, it is on for the
+// default app and off for the others: a choice (Meta is silent on the default; the takeover
+// setting was tied to the default app before it became per app in June 2024).
 func (pg *page) takeoverAllowed(appID string) bool {
 	if a := pg.apps[appID]; a != nil && a.TakeoverAllowed != nil {
 		return *a.TakeoverAllowed
