@@ -3,6 +3,7 @@ package sim
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"time"
 )
 
@@ -12,6 +13,10 @@ const viaBot = "bot"
 // runBot hands one event to a page's reference bot and lets it act, through the same Graph
 // logic as any app (its calls are logged as calls by its app). It runs on the bot's outbox
 // goroutine, never on the request that caused the event.
+//
+// On a request_thread_control it passes control to the requester (HonorRequests). On a
+// customer message in messaging it first claims an idle thread (ClaimIdle), then, if it owns
+// the thread, hands it over when the text contains HandoverText, else replies (Reply).
 func (s *Sim) runBot(pageID string, q queued) {
 	s.mu.Lock()
 	s.appendLog(LogEntry{
@@ -27,8 +32,9 @@ func (s *Sim) runBot(pageID string, q queued) {
 		Via:            viaBot,
 	})
 	var app AppConfig
+	var mode string
 	if pg := s.pages[pageID]; pg != nil && pg.apps[q.appID] != nil {
-		app = *pg.apps[q.appID]
+		app, mode = *pg.apps[q.appID], pg.mode()
 	}
 	s.mu.Unlock()
 	bot := app.Bot
@@ -54,7 +60,11 @@ func (s *Sim) runBot(pageID string, q queued) {
 			s.botCall(app, "request_thread_control", params{"recipient": map[string]any{"id": psid}})
 			owner = s.ownerOf(pageID, psid)
 		}
-		if owner == app.AppID && bot.Reply == "echo" {
+		switch {
+		case owner != app.AppID:
+		case bot.HandoverText != "" && strings.Contains(q.ev.text, bot.HandoverText):
+			s.botHandOver(app, mode, psid)
+		case bot.Reply == "echo":
 			s.botCall(app, "messages", params{
 				"recipient":      map[string]any{"id": psid},
 				"messaging_type": "RESPONSE",
@@ -64,13 +74,36 @@ func (s *Sim) runBot(pageID string, q queued) {
 	}
 }
 
+// botHandOver passes a thread the bot owns to its handover app: with the Send API's
+// thread_control under Conversation Routing when asked to, else with pass_thread_control.
+func (s *Sim) botHandOver(app AppConfig, mode, psid string) {
+	bot := app.Bot
+	rcpt := map[string]any{"id": psid}
+	if bot.HandoverVia == HandoverViaSendAPI && (mode == ModeCR || mode == ModeCRZero) {
+		s.botCall(app, "messages", params{
+			"recipient":      rcpt,
+			"messaging_type": "RESPONSE",
+			"message":        map[string]any{"text": handoverMessage},
+			"thread_control": map[string]any{"control_type": "pass", "app_id": json.Number(bot.HandoverAppID)},
+		})
+		return
+	}
+	s.botCall(app, "pass_thread_control", params{
+		"recipient":     rcpt,
+		"target_app_id": json.Number(bot.HandoverAppID),
+	})
+}
+
 // botCall makes a Graph call as the bot's app.
 func (s *Sim) botCall(app AppConfig, edge string, p params) {
-	status, _ := s.graph(s.ctx, graphRequest{
+	res := s.graph(s.ctx, graphRequest{
 		method: http.MethodPost, node: "me", edge: edge, p: p, token: app.AccessToken, via: viaBot,
 	})
-	if status != http.StatusOK {
-		s.logger.Info("reference bot call failed", "app_id", app.AppID, "call", edge, "status", status)
+	switch {
+	case res.reset:
+		s.logger.Info("reference bot call failed: network error (connection reset by a fault)", "app_id", app.AppID, "call", edge)
+	case res.status != http.StatusOK:
+		s.logger.Info("reference bot call failed", "app_id", app.AppID, "call", edge, "status", res.status)
 	}
 }
 

@@ -2,8 +2,10 @@ package sim
 
 import (
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 )
@@ -213,5 +215,116 @@ func TestBotEventsFollowFields(t *testing.T) {
 	}
 	if got := deliveredHooks(s); len(got) != 0 {
 		t.Errorf("deliveries = %q, want none", got)
+	}
+}
+
+// TestBotHandsOver: a bot with handover_text passes the thread it owns to handover_app_id by
+// itself when a customer asks, with pass_thread_control or with the Send API's
+// thread_control (Conversation Routing only; elsewhere it falls back to pass_thread_control).
+func TestBotHandsOver(t *testing.T) {
+	tests := []struct {
+		name      string
+		mode      string
+		via       string
+		owner     string // before the customer messages; "" idle
+		wantCalls []string
+		wantOwner string
+		wantTexts []string
+		wantPass  bool // RingCX receives pass_thread_control from the bot
+	}{
+		{name: "hop_v2 pass (default)", mode: ModeHOPv2, via: "", wantOwner: idO, wantPass: true,
+			wantCalls: []string{"messages ok", "pass_thread_control ok"},
+			wantTexts: []string{"customer: hi", idP + ": echo: hi", "customer: I want an agent now"}},
+		{name: "cr pass", mode: ModeCR, via: HandoverViaPass, wantOwner: idO, wantPass: true,
+			wantCalls: []string{"messages ok", "pass_thread_control ok"},
+			wantTexts: []string{"customer: hi", idP + ": echo: hi", "customer: I want an agent now"}},
+		{name: "cr send_api", mode: ModeCR, via: HandoverViaSendAPI, wantOwner: idO, wantPass: true,
+			wantCalls: []string{"messages ok", "messages ok thread_control pass"},
+			wantTexts: []string{"customer: hi", idP + ": echo: hi", "customer: I want an agent now", idP + ": Transferring you to an agent"}},
+		{name: "cr_zero send_api after claiming the idle thread", mode: ModeCRZero, via: HandoverViaSendAPI, wantOwner: idO, wantPass: true,
+			wantCalls: []string{"request_thread_control ok", "messages ok", "messages ok thread_control pass"},
+			wantTexts: []string{"customer: hi", idP + ": echo: hi", "customer: I want an agent now", idP + ": Transferring you to an agent"}},
+		{name: "hop_v2 send_api falls back to pass", mode: ModeHOPv2, via: HandoverViaSendAPI, wantOwner: idO, wantPass: true,
+			wantCalls: []string{"messages ok", "pass_thread_control ok"},
+			wantTexts: []string{"customer: hi", idP + ": echo: hi", "customer: I want an agent now"}},
+		{name: "not the owner: nothing", mode: ModeCR, via: HandoverViaSendAPI, owner: idT, wantOwner: idT,
+			wantTexts: []string{"customer: hi", "customer: I want an agent now"}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSim(t, Options{})
+			ringcx := newCollector(t)
+			cfg := PageConfig{Mode: tc.mode, Apps: []AppConfig{
+				botApp(idP, BotConfig{Reply: "echo", HandoverText: "agent", HandoverAppID: idO, HandoverVia: tc.via}),
+				app(idO, ringcx.URL("/")),
+				app(idT, ""),
+			}}
+			if tc.mode != ModeCRZero {
+				cfg.PrimaryAppID = idP
+			}
+			mustPut(t, s, cfg)
+			wantVia := tc.via
+			if wantVia == "" {
+				wantVia = HandoverViaPass
+			}
+			if stored, _ := s.pageConfig(testPage); stored.Apps[0].Bot.HandoverVia != wantVia {
+				t.Errorf("stored handover_via = %q, want %q", stored.Apps[0].Bot.HandoverVia, wantVia)
+			}
+			if tc.owner != "" {
+				setOwnerForTest(s, testPage, "42", tc.owner)
+			}
+			for _, text := range []string{"hi", "I want an agent now"} {
+				if _, err := s.CustomerMessage(testPage, "42", text); err != nil {
+					t.Fatal(err)
+				}
+				settle(t, s)
+			}
+			view := s.Thread(testPage, "42")
+			if view.OwnerAppID != tc.wantOwner {
+				t.Errorf("owner = %q, want %q", view.OwnerAppID, tc.wantOwner)
+			}
+			if got := texts(view.Messages); !slices.Equal(got, tc.wantTexts) {
+				t.Errorf("thread = %q, want %q", got, tc.wantTexts)
+			}
+			var calls []string
+			for _, e := range s.Log(testPage, "42") {
+				if e.Kind != KindGraphCall {
+					continue
+				}
+				if e.Via != viaBot || e.CallerAppID != idP {
+					t.Errorf("call %s by %s via %q, want only the bot's", e.Call, e.CallerAppID, e.Via)
+				}
+				c := e.Call + " " + e.Outcome
+				if e.Detail != "" {
+					c += " " + e.Detail
+				}
+				if (e.Call == "pass_thread_control" || strings.Contains(e.Detail, "pass")) && e.TargetAppID != idO {
+					t.Errorf("handover call %s targets %q, want %s", e.Call, e.TargetAppID, idO)
+				}
+				calls = append(calls, c)
+			}
+			if !slices.Equal(calls, tc.wantCalls) {
+				t.Errorf("bot calls = %q, want %q", calls, tc.wantCalls)
+			}
+			var passes []map[string]any
+			for _, h := range ringcx.Hits() {
+				for _, e := range decodeEnvelope(t, h.body).Entry {
+					for _, ev := range e.Messaging {
+						if p, ok := ev["pass_thread_control"].(map[string]any); ok {
+							passes = append(passes, p)
+						}
+					}
+				}
+			}
+			if !tc.wantPass {
+				if len(passes) != 0 {
+					t.Errorf("RingCX got pass_thread_control %v, want none", passes)
+				}
+				return
+			}
+			if len(passes) != 1 || fmt.Sprint(passes[0]["previous_owner_app_id"]) != idP || fmt.Sprint(passes[0]["new_owner_app_id"]) != idO {
+				t.Errorf("RingCX got pass_thread_control %v, want one from the bot %s to %s", passes, idP, idO)
+			}
+		})
 	}
 }

@@ -120,7 +120,30 @@ type BotConfig struct {
 	// ClaimIdle (nil means true) makes the bot call request_thread_control when a customer
 	// message arrives on an idle thread, which grants it control, before replying.
 	ClaimIdle *bool `json:"claim_idle,omitempty"`
+	// HandoverText makes the bot hand the thread over by itself, as a Conversation Routing bot
+	// does (it does not wait for a request): when a customer message containing this text
+	// (case-sensitive substring) reaches the bot in messaging while the bot owns the thread,
+	// the bot passes control to HandoverAppID instead of replying. Empty: never.
+	HandoverText string `json:"handover_text,omitempty"`
+	// HandoverAppID is the app the bot passes control to (required with HandoverText): an app
+	// of the page other than the bot, or the Page Inbox. A string or a number in JSON.
+	HandoverAppID string `json:"handover_app_id,omitempty"`
+	// HandoverVia is how the bot hands over: HandoverViaPass (the default) calls
+	// pass_thread_control with target_app_id; HandoverViaSendAPI sends the customer
+	// "Transferring you to an agent" with the Send API carrying thread_control {control_type:
+	// pass, app_id}. The Send API's thread_control exists only with Conversation Routing: on
+	// a page in hop_v1 or hop_v2 mode the bot falls back to pass_thread_control.
+	HandoverVia string `json:"handover_via,omitempty"`
 }
+
+// How the reference bot hands a thread over (BotConfig.HandoverVia).
+const (
+	HandoverViaPass    = "pass_thread_control"
+	HandoverViaSendAPI = "send_api"
+)
+
+// handoverMessage is what the reference bot says when it hands over with the Send API.
+const handoverMessage = "Transferring you to an agent"
 
 // UnmarshalJSON accepts primary_app_id as a string, a number or null, and refuses unknown
 // fields so that a misspelt setting is not silently ignored.
@@ -171,6 +194,25 @@ func (a *AppConfig) UnmarshalJSON(b []byte) error {
 	}
 	*a = AppConfig(w.plain)
 	a.AppID = id
+	return nil
+}
+
+// UnmarshalJSON accepts handover_app_id as a string or a number, and refuses unknown fields.
+func (b *BotConfig) UnmarshalJSON(data []byte) error {
+	type plain BotConfig
+	var w struct {
+		plain
+		HandoverAppID json.RawMessage `json:"handover_app_id"`
+	}
+	if err := strictUnmarshal(data, &w); err != nil {
+		return err
+	}
+	id, err := decodeID(w.HandoverAppID)
+	if err != nil {
+		return fmt.Errorf("handover_app_id: %w", err)
+	}
+	*b = BotConfig(w.plain)
+	b.HandoverAppID = id
 	return nil
 }
 
@@ -296,8 +338,35 @@ func (p PageConfig) normalized() (PageConfig, error) {
 			if b.Reply != "" && b.Reply != "echo" {
 				bad("%s: bot.reply %q: want \"echo\" or empty", where, b.Reply)
 			}
+			if b.HandoverText == "" {
+				if b.HandoverAppID != "" || b.HandoverVia != "" {
+					bad("%s: bot.handover_app_id and bot.handover_via need bot.handover_text (the customer text that makes the bot hand over)", where)
+				}
+			} else {
+				switch {
+				case b.HandoverAppID == "":
+					bad("%s: bot.handover_app_id is required with bot.handover_text: the app the bot passes control to", where)
+				case !isNumericID(b.HandoverAppID):
+					bad("%s: bot.handover_app_id %q must be a numeric Facebook app id", where, b.HandoverAppID)
+				case b.HandoverAppID == a.AppID:
+					bad("%s: bot.handover_app_id is the bot itself: name the app that takes over (RingCX's)", where)
+				}
+				switch b.HandoverVia {
+				case "":
+					a.Bot.HandoverVia = HandoverViaPass
+				case HandoverViaPass, HandoverViaSendAPI:
+				default:
+					bad("%s: bot.handover_via %q: want %q (the default) or %q", where, b.HandoverVia, HandoverViaPass, HandoverViaSendAPI)
+				}
+			}
 		}
 		out.Apps[i] = a
+	}
+	for _, a := range out.Apps {
+		if b := a.Bot; b != nil && isNumericID(b.HandoverAppID) && b.HandoverAppID != a.AppID &&
+			!ids[b.HandoverAppID] && b.HandoverAppID != PageInboxAppID {
+			bad("app %s: bot.handover_app_id %s is not among the page's apps (nor the Page Inbox)", a.AppID, b.HandoverAppID)
+		}
 	}
 	if p.PrimaryAppID != "" && !ids[p.PrimaryAppID] && p.PrimaryAppID != PageInboxAppID {
 		bad("primary_app_id %s is not among the page's apps", p.PrimaryAppID)
@@ -344,7 +413,9 @@ func (pg *page) connected(appID string) bool {
 	return pg.apps[appID] != nil || appID == PageInboxAppID
 }
 
-// takeoverAllowed is Conversation Routing's per-app takeover setting.
+// takeoverAllowed is Conversation Routing's per-app takeover setting. Unset, it is on for the
+// default app and off for the others: a choice (Meta is silent on the default; the takeover
+// setting was tied to the default app before it became per app in June 2024).
 func (pg *page) takeoverAllowed(appID string) bool {
 	if a := pg.apps[appID]; a != nil && a.TakeoverAllowed != nil {
 		return *a.TakeoverAllowed

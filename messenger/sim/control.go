@@ -169,6 +169,10 @@ func (s *Sim) handleListFaults(w http.ResponseWriter, r *http.Request) {
 	writeControl(w, http.StatusOK, map[string]any{"faults": s.faultList()})
 }
 
+// handlePutFault adds a fault (PUT /_sim/faults, the JSON form of Fault: call, status, count,
+// delay_ms, reset, for_ms, apply_late, code, subcode, message, app_id) and answers the
+// active faults. An inconsistent fault (reset with status, no effect at all, ...) is a 400
+// naming every problem.
 func (s *Sim) handlePutFault(w http.ResponseWriter, r *http.Request) {
 	var f Fault
 	if err := readControlBody(r, &f); err != nil {

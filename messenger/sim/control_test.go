@@ -38,6 +38,13 @@ func TestPutPageValidation(t *testing.T) {
 		{name: "misspelt field", body: `{"mode":"hop_v2","primary":"11","apps":[]}`, wantErr: `unknown field "primary"`},
 		{name: "unknown webhook field", body: `{"apps":[{"app_id":"11","access_token":"a","fields":["message"]}]}`, wantErr: `unknown webhook field "message"`},
 		{name: "bot with callback", body: `{"apps":[{"app_id":"11","access_token":"a","app_secret":"s","callback_url":"http://127.0.0.1:1/","bot":{"reply":"echo"}}]}`, wantErr: "takes no callback_url"},
+		{name: "handover text without app", body: `{"apps":[{"app_id":"11","access_token":"a","bot":{"handover_text":"agent"}}]}`, wantErr: "bot.handover_app_id is required with bot.handover_text"},
+		{name: "handover app not on the page", body: `{"apps":[{"app_id":"11","access_token":"a","bot":{"handover_text":"agent","handover_app_id":99}}]}`, wantErr: "bot.handover_app_id 99 is not among the page's apps"},
+		{name: "handover to the bot itself", body: `{"apps":[{"app_id":"11","access_token":"a","bot":{"handover_text":"agent","handover_app_id":"11"}}]}`, wantErr: "bot.handover_app_id is the bot itself"},
+		{name: "handover app not numeric", body: `{"apps":[{"app_id":"11","access_token":"a","bot":{"handover_text":"agent","handover_app_id":"ringcx"}}]}`, wantErr: `bot.handover_app_id "ringcx" must be a numeric`},
+		{name: "bad handover_via", body: `{"apps":[{"app_id":"11","access_token":"a","bot":{"handover_text":"agent","handover_app_id":"263902037430900","handover_via":"email"}}]}`, wantErr: `bot.handover_via "email"`},
+		{name: "handover app without text", body: `{"apps":[{"app_id":"11","access_token":"a","bot":{"handover_app_id":"263902037430900","handover_via":"send_api"}}]}`, wantErr: "need bot.handover_text"},
+		{name: "misspelt bot field", body: `{"apps":[{"app_id":"11","access_token":"a","bot":{"handover":"agent"}}]}`, wantErr: `unknown field "handover"`},
 		{name: "bad bot reply", body: `{"apps":[{"app_id":"11","access_token":"a","bot":{"reply":"shout"}}]}`, wantErr: `bot.reply "shout"`},
 		{name: "callback without secret", body: `{"apps":[{"app_id":"11","access_token":"a","callback_url":"http://127.0.0.1:1/"}]}`, wantErr: "app_secret is needed"},
 		{name: "relative callback", body: `{"apps":[{"app_id":"11","access_token":"a","app_secret":"s","callback_url":"/hook"}]}`, wantErr: "must be an absolute http(s) URL"},
@@ -464,5 +471,93 @@ func TestCloseStopsRetries(t *testing.T) {
 	s.Close()
 	if took := time.Since(start); took > time.Second {
 		t.Errorf("Close took %v", took)
+	}
+}
+
+// TestSwitchModeKeepsThreads: PUT /_sim/pages/{id} from hop_v2 to cr and back keeps every
+// thread with its owner and control window, and the next call follows the new mode's rules.
+func TestSwitchModeKeepsThreads(t *testing.T) {
+	clock := newFakeClock()
+	s := newSim(t, Options{Now: clock.Now})
+	srv := serve(t, s)
+	hook := newCollector(t)
+	page := func(mode string) PageConfig {
+		return PageConfig{Mode: mode, PrimaryAppID: idP, Apps: []AppConfig{
+			app(idP, hook.URL("/p")), app(idO, hook.URL("/o")), app(idT, hook.URL("/t")),
+		}}
+	}
+	put := func(mode string) {
+		t.Helper()
+		status, _, raw := httpPut(t, srv, "/_sim/pages/"+testPage, page(mode))
+		if status != http.StatusOK {
+			t.Fatalf("PUT mode %s = %d %s", mode, status, raw)
+		}
+	}
+	put(ModeHOPv2)
+	setOwnerForTest(s, testPage, "by-P", idP)
+	setOwnerForTest(s, testPage, "by-O", idO)
+	setOwnerForTest(s, testPage, "idle", "")
+	rcpt := func(psid string) map[string]any { return map[string]any{"recipient": map[string]any{"id": psid}} }
+	if status, _, raw := httpCall(t, srv, http.MethodPost, "/v19.0/me/extend_thread_control", token(idO), map[string]any{"recipient": map[string]any{"id": "by-O"}, "duration": 3 * 24 * 3600}); status != http.StatusOK {
+		t.Fatalf("extend = %d %s", status, raw)
+	}
+	before := map[string]ThreadView{}
+	for _, psid := range []string{"by-P", "by-O", "idle"} {
+		before[psid] = s.Thread(testPage, psid)
+	}
+	same := func(when string) {
+		t.Helper()
+		for psid, b := range before {
+			got := s.Thread(testPage, psid)
+			if got.OwnerAppID != b.OwnerAppID || !got.ExpiresAt.Equal(b.ExpiresAt) {
+				t.Errorf("%s: thread %s owner %q expiring %v, want %q expiring %v", when, psid, got.OwnerAppID, got.ExpiresAt, b.OwnerAppID, b.ExpiresAt)
+			}
+		}
+	}
+
+	clock.Advance(time.Hour)
+	put(ModeCR)
+	same("after hop_v2 → cr")
+	_, body, raw := httpCall(t, srv, http.MethodPost, "/v19.0/me/request_thread_control", token(idO), rcpt("by-P"))
+	if msg := fmt.Sprint(body["error"]); errorCode(body) != "200" || !strings.Contains(msg, "default app") {
+		t.Errorf("request after the switch to cr = %s, want the CR refusal (code 200, default app)", raw)
+	}
+	if _, body, raw := httpCall(t, srv, http.MethodPost, "/v19.0/me/take_thread_control", token(idO), rcpt("by-P")); errorCode(body) != "200" {
+		t.Errorf("take without the takeover setting after the switch = %s, want code 200", raw)
+	}
+	if _, _, raw := httpCall(t, srv, http.MethodGet, "/v19.0/me", token(idO), map[string]any{"fields": "messaging_feature_status"}); !strings.Contains(string(raw), `"msgr_multi_app":true`) {
+		t.Errorf("messaging_feature_status after the switch = %s, want msgr_multi_app true", raw)
+	}
+	same("after the refused calls")
+
+	put(ModeHOPv2)
+	same("after cr → hop_v2")
+	if status, _, raw := httpCall(t, srv, http.MethodPost, "/v19.0/me/request_thread_control", token(idO), rcpt("by-P")); status != http.StatusOK {
+		t.Errorf("request after the switch back to hop_v2 = %d %s, want success", status, raw)
+	}
+	settle(t, s)
+	if got, want := deliveredHooks(s), []string{"P messaging request_thread_control"}; !slices.Equal(got, want) {
+		t.Errorf("webhooks = %q, want %q", got, want)
+	}
+}
+
+// TestSwitchModeExpiredControl: control that expired before a page is replaced is idle in the
+// new config; in hop_v1 the thread then goes to the Primary Receiver, not the former owner.
+func TestSwitchModeExpiredControl(t *testing.T) {
+	clock := newFakeClock()
+	s := newSim(t, Options{Now: clock.Now})
+	apps := []AppConfig{app(idP, ""), app(idO, "")}
+	mustPut(t, s, PageConfig{Mode: ModeHOPv2, Apps: apps})
+	setOwnerForTest(s, testPage, "expired", idO)
+	setOwnerForTest(s, testPage, "live", idO)
+	clock.Advance(12 * time.Hour)
+	setOwnerForTest(s, testPage, "live", idO) // window restarted: expires at +36 h
+	clock.Advance(13 * time.Hour)             // "expired" ran out at +24 h, unseen so far
+	mustPut(t, s, PageConfig{Mode: ModeHOPv1, PrimaryAppID: idP, Apps: apps})
+	if got := s.Thread(testPage, "expired").OwnerAppID; got != idP {
+		t.Errorf("expired thread owner after the switch to hop_v1 = %q, want the Primary Receiver %s", got, idP)
+	}
+	if got := s.Thread(testPage, "live").OwnerAppID; got != idO {
+		t.Errorf("live thread owner after the switch to hop_v1 = %q, want %s", got, idO)
 	}
 }

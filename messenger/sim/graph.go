@@ -5,6 +5,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"fmt"
+	"net"
 	"net/http"
 	"regexp"
 	"strings"
@@ -105,10 +106,15 @@ func init() {
 	}
 }
 
-// serveGraph answers a Graph API request.
+// serveGraph answers a Graph API request, or closes the connection unanswered (a reset
+// fault).
 func (s *Sim) serveGraph(w http.ResponseWriter, r *http.Request) {
-	status, body := s.graph(r.Context(), parseGraphRequest(r))
-	writeGraph(w, status, body)
+	res := s.graph(r.Context(), parseGraphRequest(r))
+	if res.reset {
+		resetConnection(w)
+		return
+	}
+	writeGraph(w, res.status, res.body)
 }
 
 func writeGraph(w http.ResponseWriter, status int, body any) {
@@ -121,53 +127,129 @@ func writeGraph(w http.ResponseWriter, status int, body any) {
 	_, _ = w.Write(b)
 }
 
+// resetConnection closes the client's connection without an answer: it takes the connection
+// over from net/http and closes it with a TCP reset (SO_LINGER 0). Where the connection cannot
+// be taken over (HTTP/2, a ResponseWriter without Hijack), it aborts the handler with
+// http.ErrAbortHandler, on which net/http drops the connection (or resets the stream).
+func resetConnection(w http.ResponseWriter) {
+	conn, _, err := http.NewResponseController(w).Hijack()
+	if err != nil {
+		panic(http.ErrAbortHandler)
+	}
+	raw := conn
+	if tc, ok := conn.(interface{ NetConn() net.Conn }); ok {
+		raw = tc.NetConn()
+	}
+	if tcp, ok := raw.(*net.TCPConn); ok {
+		_ = tcp.SetLinger(0)
+	}
+	_ = conn.Close()
+}
+
+// graphResult is how a Graph call is answered: an HTTP status and body, or no answer at all
+// (reset: the connection is closed).
+type graphResult struct {
+	status int
+	body   any
+	reset  bool
+}
+
 // graph runs one Graph call: it authorises the caller, applies faults, runs the edge's rules
-// and logs the call with its outcome. It returns the HTTP status and body.
-func (s *Sim) graph(ctx context.Context, req graphRequest) (int, any) {
+// and logs the call with its outcome.
+func (s *Sim) graph(ctx context.Context, req graphRequest) graphResult {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	entry := LogEntry{Kind: KindGraphCall, Call: req.callName(), Via: req.via}
+	var notes []string // what faults did, for entry.Detail
 	c, spec, gerr := s.authorize(req, &entry)
+	var f *Fault
 	if gerr == nil {
-		if f := s.takeFault(entry.Call, c.app); f != nil {
-			if f.DelayMS > 0 {
-				entry.Detail = fmt.Sprintf("delayed %d ms by a fault", f.DelayMS)
-				s.mu.Unlock()
-				err := s.sleep(ctx, time.Duration(f.DelayMS)*time.Millisecond)
-				s.mu.Lock()
-				if err != nil {
-					gerr = errTransient(http.StatusServiceUnavailable)
-					entry.Fault = true
-					entry.Detail += "; abandoned: " + err.Error()
-				} else {
-					c, spec, gerr = s.authorize(req, &entry) // the page may have changed meanwhile
-				}
-			}
-			if gerr == nil && f.Status != 0 {
-				gerr = f.graphError()
+		f = s.takeFault(entry.Call, c.app)
+	}
+	if f != nil && f.DelayMS > 0 {
+		notes = append(notes, fmt.Sprintf("delayed %d ms by a fault", f.DelayMS))
+		wait := ctx
+		if f.ApplyLate {
+			wait = context.WithoutCancel(ctx) // the call outlives its client (s.sleep still stops on Close)
+		}
+		s.addPending(1)
+		s.mu.Unlock()
+		err := s.sleep(wait, time.Duration(f.DelayMS)*time.Millisecond)
+		s.mu.Lock()
+		s.donePending(1)
+		switch {
+		case err != nil:
+			// The client gave up (or the simulator closed): the call never reached Meta.
+			gerr = errTransient(http.StatusServiceUnavailable)
+			entry.Fault = true
+			notes = append(notes, "abandoned: "+err.Error())
+		default:
+			if f.ApplyLate && ctx.Err() != nil {
 				entry.Fault = true
+				notes = append(notes, "the client had gone ("+ctx.Err().Error()+"); applied anyway (apply_late)")
+			}
+			c, spec, gerr = s.authorize(req, &entry) // the page may have changed meanwhile
+		}
+	}
+	answerFault := f != nil && (f.Status != 0 || f.Reset)
+	reset := false
+	var body any
+	if gerr == nil && answerFault && !f.ApplyLate {
+		// The fault answers instead of Meta: the call is not applied.
+		entry.Fault = true
+		if f.Reset {
+			reset = true
+		} else {
+			gerr = f.graphError()
+		}
+	} else if gerr == nil {
+		c.entry = &entry
+		body, gerr = spec.fn(s, c)
+		if answerFault {
+			// apply_late: applied, then the answer is lost to the fault.
+			entry.Fault = true
+			applied := "ok"
+			if gerr != nil {
+				applied = "error: " + gerr.message
+			}
+			notes = append(notes, "applied anyway (apply_late): "+applied)
+			body, gerr = nil, nil
+			if f.Reset {
+				reset = true
+			} else {
+				gerr = f.graphError()
 			}
 		}
 	}
-	var body any
-	if gerr == nil {
-		c.entry = &entry
-		body, gerr = spec.fn(s, c)
-	}
-	status := http.StatusOK
+	res := graphResult{status: http.StatusOK, body: body, reset: reset}
 	entry.Outcome = OutcomeOK
-	if gerr != nil {
-		status, body = gerr.status, gerr.envelope()
+	switch {
+	case reset:
+		res.status, res.body = 0, nil
+		entry.Outcome = OutcomeReset
+		if req.via == viaBot {
+			notes = append(notes, "network error: the connection was reset by a fault, no answer")
+		} else {
+			notes = append(notes, "connection closed without an answer by a fault")
+		}
+	case gerr != nil:
+		res.status, res.body = gerr.status, gerr.envelope()
 		entry.Outcome, entry.ErrorCode, entry.ErrorSubcode, entry.ErrorMessage = OutcomeError, gerr.code, gerr.subcode, gerr.message
 	}
-	entry.HTTPStatus = status
+	entry.HTTPStatus = res.status
+	if len(notes) > 0 {
+		if entry.Detail != "" {
+			notes = append([]string{entry.Detail}, notes...)
+		}
+		entry.Detail = strings.Join(notes, "; ")
+	}
 	if c != nil && entry.PSID != "" {
 		if t := s.threads[c.pg.id()][entry.PSID]; t != nil {
 			entry.OwnerAppID = t.owner
 		}
 	}
 	s.appendLog(entry)
-	return status, body
+	return res
 }
 
 // authorize resolves the token to (page, app), checks appsecret_proof, the node, the edge (in

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"crypto/sha256"
 	"encoding/json"
+	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -386,4 +387,60 @@ func FuzzGraphRequest(f *testing.F) {
 			t.Fatalf("%s %s?%s: answer %d is not a JSON object: %q", method, u.Path, query, rec.Code, rec.Body)
 		}
 	})
+}
+
+// TestMessagingFeatureStatus: the page node answers messaging_feature_status when asked, on
+// /me and on the page id, with the flags the simulator derives from the page's mode.
+func TestMessagingFeatureStatus(t *testing.T) {
+	status := func(hopV2, multi bool) string {
+		return fmt.Sprintf(`{"messaging_feature_status":{"hop_v2":%t,"msgr_multi_app":%t,"ig_multi_app":false},"id":"%s"}`, hopV2, multi, testPage)
+	}
+	idOnly := `{"id":"` + testPage + `"}`
+	tests := []struct {
+		name     string
+		mode     string
+		node     string
+		fields   string // "-": no fields parameter
+		wantBody string
+		wantCode string
+	}{
+		{name: "hop_v1", mode: ModeHOPv1, node: "me", fields: "messaging_feature_status", wantBody: status(false, false)},
+		{name: "hop_v2", mode: ModeHOPv2, node: "me", fields: "messaging_feature_status", wantBody: status(true, false)},
+		{name: "cr", mode: ModeCR, node: "me", fields: "messaging_feature_status", wantBody: status(false, true)},
+		{name: "cr_zero", mode: ModeCRZero, node: "me", fields: "messaging_feature_status", wantBody: status(false, true)},
+		{name: "cr on the page id", mode: ModeCR, node: testPage, fields: "messaging_feature_status", wantBody: status(false, true)},
+		{name: "id and status", mode: ModeCR, node: testPage, fields: "id,messaging_feature_status", wantBody: status(false, true)},
+		{name: "status and id with spaces", mode: ModeHOPv2, node: "me", fields: " messaging_feature_status , id", wantBody: status(true, false)},
+		{name: "id only", mode: ModeCR, node: "me", fields: "id", wantBody: idOnly},
+		{name: "no fields", mode: ModeCR, node: testPage, fields: "-", wantBody: idOnly},
+		{name: "unknown field", mode: ModeCR, node: "me", fields: "id,name", wantCode: "100"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newSim(t, Options{})
+			cfg := PageConfig{Mode: tc.mode, Apps: []AppConfig{app(idP, ""), app(idO, "")}}
+			if tc.mode != ModeHOPv2 && tc.mode != ModeCRZero {
+				cfg.PrimaryAppID = idP
+			}
+			mustPut(t, s, cfg)
+			args := map[string]any{}
+			if tc.fields != "-" {
+				args["fields"] = tc.fields
+			}
+			status, body, raw := httpCall(t, serve(t, s), http.MethodGet, "/v19.0/"+tc.node, token(idO), args)
+			if got := errorCode(body); got != tc.wantCode {
+				t.Fatalf("outcome = %q (HTTP %d, %s), want %q", got, status, raw, tc.wantCode)
+			}
+			if tc.wantCode != "" {
+				msg := body["error"].(map[string]any)["message"].(string)
+				if status != http.StatusBadRequest || !strings.Contains(msg, "nonexisting field (name)") {
+					t.Errorf("error = %d %q, want 400 naming the field", status, msg)
+				}
+				return
+			}
+			if status != http.StatusOK || string(raw) != tc.wantBody {
+				t.Errorf("answer = %d %s, want 200 %s", status, raw, tc.wantBody)
+			}
+		})
+	}
 }

@@ -270,3 +270,83 @@ func decodeEnvelope(t *testing.T, b []byte) envelope {
 	}
 	return env
 }
+
+// serve runs a simulator's handler on a loopback HTTP server closed at the end of the test.
+func serve(t *testing.T, s *Sim) *httptest.Server {
+	t.Helper()
+	srv := httptest.NewServer(s.Handler())
+	t.Cleanup(srv.Close)
+	return srv
+}
+
+// httpCall makes a Graph call over real HTTP: POST with a JSON body, GET with a query string.
+// It returns the status, the decoded body and the raw body.
+func httpCall(t *testing.T, srv *httptest.Server, method, path, tok string, args map[string]any) (int, map[string]any, []byte) {
+	t.Helper()
+	q := url.Values{}
+	if tok != "" {
+		q.Set("access_token", tok)
+	}
+	var body io.Reader
+	if method == http.MethodGet {
+		for k, v := range args {
+			q.Set(k, fmt.Sprint(v))
+		}
+	} else {
+		b, err := json.Marshal(args)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body = bytes.NewReader(b)
+	}
+	target := srv.URL + path
+	if len(q) > 0 {
+		target += "?" + q.Encode()
+	}
+	req, err := http.NewRequest(method, target, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatalf("%s %s: %v", method, path, err)
+	}
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("%s %s: read answer: %v", method, path, err)
+	}
+	var out map[string]any
+	if err := decodeJSON(raw, &out); err != nil {
+		t.Fatalf("%s %s: answer is not JSON: %v: %s", method, path, err, raw)
+	}
+	return resp.StatusCode, out, raw
+}
+
+// httpPut makes a control API PUT with a JSON body over real HTTP.
+func httpPut(t *testing.T, srv *httptest.Server, path string, v any) (int, map[string]any, []byte) {
+	t.Helper()
+	b, err := json.Marshal(v)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPut, srv.URL+path, bytes.NewReader(b))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := srv.Client().Do(req)
+	if err != nil {
+		t.Fatalf("PUT %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	raw, _ := io.ReadAll(resp.Body)
+	var out map[string]any
+	if err := json.Unmarshal(raw, &out); err != nil {
+		t.Fatalf("PUT %s: answer is not JSON: %v: %s", path, err, raw)
+	}
+	return resp.StatusCode, out, raw
+}

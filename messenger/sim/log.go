@@ -17,6 +17,7 @@ const (
 const (
 	OutcomeOK        = "ok"        // a Graph call that succeeded
 	OutcomeError     = "error"     // a Graph call answered with an error
+	OutcomeReset     = "reset"     // a Graph call left unanswered: a reset fault closed the connection (a network error for a reference bot's call)
 	OutcomePending   = "pending"   // a webhook POST still in flight
 	OutcomeDelivered = "delivered" // a webhook POST answered 2xx, or an event handed to the reference bot
 	OutcomeFailed    = "failed"    // a webhook POST that failed and will be retried
@@ -41,7 +42,8 @@ type LogEntry struct {
 	CallerAppID string `json:"caller_app_id,omitempty"`
 	Call        string `json:"call,omitempty"`
 	TargetAppID string `json:"target_app_id,omitempty"`
-	// Fault is set when an injected fault decided the answer.
+	// Fault is set when an injected fault decided the answer (an error, a reset, an
+	// abandoned delay) or made the simulator apply a call whose answer was lost (apply_late).
 	Fault bool `json:"fault,omitempty"`
 
 	// Customer messages and Send API calls.

@@ -26,9 +26,46 @@ func (s *Sim) callThread(c *callCtx) (*thread, *graphError) {
 	return s.thread(c.pg, psid, c.now), nil
 }
 
-// pageNode answers GET /me: the page the token belongs to.
+// wirePageNode is the page node as GET /me (or /{page_id}) answers it. Field order follows
+// Meta's sample: messaging_feature_status, then id.
+type wirePageNode struct {
+	MessagingFeatureStatus *wireFeatureStatus `json:"messaging_feature_status,omitempty"`
+	ID                     string             `json:"id"`
+}
+
+// wireFeatureStatus is the page's messaging_feature_status (reference §2.3).
+type wireFeatureStatus struct {
+	HopV2        bool `json:"hop_v2"`
+	MsgrMultiApp bool `json:"msgr_multi_app"`
+	IGMultiApp   bool `json:"ig_multi_app"`
+}
+
+// pageNode answers GET /me and GET /{page_id}: the page the token belongs to. The fields id
+// and messaging_feature_status are known; id is always answered, as Graph does; any other
+// field is Graph's code 100 error.
+//
+// Meta documents messaging_feature_status only as the way to check "the Conversation Routing
+// status" and does not define its flags. The simulator's choice: hop_v2 is true when the page
+// is in mode hop_v2, msgr_multi_app when it is in cr or cr_zero (Conversation Routing for
+// Messenger, with or without a default app), and ig_multi_app is always false (the simulator
+// has no Instagram account). A hop_v1 page answers all three false.
 func (s *Sim) pageNode(c *callCtx) (any, *graphError) {
-	return map[string]string{"id": c.pg.id()}, nil
+	node := wirePageNode{ID: c.pg.id()}
+	fields, _ := c.p.str("fields")
+	for _, f := range strings.Split(fields, ",") {
+		switch f = strings.TrimSpace(f); f {
+		case "", "id":
+		case "messaging_feature_status":
+			mode := c.pg.mode()
+			node.MessagingFeatureStatus = &wireFeatureStatus{
+				HopV2:        mode == ModeHOPv2,
+				MsgrMultiApp: mode == ModeCR || mode == ModeCRZero,
+			}
+		default:
+			return nil, errParam("Tried accessing nonexisting field (%s) on node type (Page)", f)
+		}
+	}
+	return node, nil
 }
 
 // passThreadControl: hop_v1 lets only the owner pass; the other modes let the owner pass, and
@@ -342,8 +379,16 @@ type wireSendResult struct {
 // sendMessage is the Send API for text messages and sender actions. Only the owner may send;
 // on an idle thread any app may (cr: only the default app). Sending does not claim an idle
 // thread (Meta is silent; the reference's suggested default). Apps subscribed to
-// message_echoes receive the echo. In cr a thread_control field passes or releases control
-// after the message is sent.
+// message_echoes receive the echo.
+//
+// With Conversation Routing (cr and cr_zero) a thread_control field passes control (to
+// app_id, or to the default app when app_id is absent: cr_zero, which has none, needs app_id)
+// or releases it (control_type "release" or absent; no webhook) after the message is sent.
+// Meta says thread control in the Send API is only available with Conversation Routing: in
+// hop_v1 and hop_v2 the field is ignored (Meta is silent on whether it is an error). A
+// thread_control that cannot be applied refuses the whole call, before anything is sent; with
+// a sender_action instead of a message it is checked but not applied (only a sent message
+// carries it; Meta is silent).
 func (s *Sim) sendMessage(c *callCtx) (any, *graphError) {
 	t, gerr := s.callThread(c)
 	if gerr != nil {
@@ -374,7 +419,7 @@ func (s *Sim) sendMessage(c *callCtx) (any, *graphError) {
 	if err != nil {
 		return nil, errParam("Param thread_control must be an object: %v", err)
 	}
-	hasControl = hasControl && c.pg.mode() == ModeCR
+	hasControl = hasControl && (c.pg.mode() == ModeCR || c.pg.mode() == ModeCRZero)
 
 	owner := t.owner
 	mayIdle := c.pg.mode() != ModeCR || c.app == c.pg.primary()
@@ -391,6 +436,9 @@ func (s *Sim) sendMessage(c *callCtx) (any, *graphError) {
 			target, _ = idValue(control["app_id"])
 			if target == "" {
 				target = c.pg.primary()
+			}
+			if target == "" {
+				return nil, errParam("Param thread_control[app_id] is required: the page has no default app (Conversation Routing zero-config)")
 			}
 			if gerr := s.checkPassTarget(c, target, owner == c.app); gerr != nil {
 				return nil, gerr

@@ -55,7 +55,7 @@ type Sim struct {
 	tokens    map[string]appRef
 	threads   map[string]map[string]*thread // page id → PSID → thread
 	outboxes  map[outboxKey]*outbox
-	faults    []*Fault
+	faults    []*activeFault
 	log       []LogEntry
 	seq       int64
 	lastStamp int64 // last webhook timestamp handed out, in ms
@@ -196,12 +196,18 @@ func (s *Sim) pageConfig(pageID string) (PageConfig, bool) {
 	return pg.cfg, true
 }
 
-// adoptThreads brings a page's existing threads in line with a new config: an owner that is no
-// longer connected loses control (a choice: Meta does not say what happens when an app is
-// unsubscribed), hop_v1 threads are never idle and never expire, and owned threads of the other
-// modes get a control window if they had none.
+// adoptThreads brings a page's existing threads in line with a new config. Every thread is
+// kept, with its owner and its control window, across any change of mode (hop_v2 to cr and
+// back included), except that: control that had already expired is first returned to idle,
+// an owner that is no longer connected loses control (a choice: Meta does not say what
+// happens when an app is unsubscribed), hop_v1 threads are never idle and never expire (an
+// idle thread goes to the Primary Receiver), and owned threads of the other modes get a
+// control window if they had none (leaving hop_v1).
 func (s *Sim) adoptThreads(pg *page, now time.Time) {
 	for _, t := range s.threads[pg.id()] {
+		if !t.expiresAt.IsZero() && !now.Before(t.expiresAt) {
+			t.owner, t.expiresAt = "", time.Time{}
+		}
 		if t.owner != "" && !pg.connected(t.owner) {
 			t.owner, t.expiresAt = "", time.Time{}
 		}
@@ -320,8 +326,9 @@ func (s *Sim) Thread(pageID, psid string) ThreadView {
 	return ThreadView{OwnerAppID: t.owner, ExpiresAt: t.expiresAt, Messages: slices.Clone(t.messages)}
 }
 
-// Settle waits until no webhook delivery is queued, in flight or waiting to be retried, and
-// the reference bots have nothing left to do.
+// Settle waits until no webhook delivery is queued, in flight or waiting to be retried, the
+// reference bots have nothing left to do, and no Graph call is held by a fault's delay_ms
+// (so that a call applied late, apply_late, has been applied).
 func (s *Sim) Settle(ctx context.Context) error {
 	for {
 		s.mu.Lock()
@@ -339,7 +346,7 @@ func (s *Sim) Settle(ctx context.Context) error {
 		case <-s.ctx.Done():
 			return ErrClosed
 		case <-ctx.Done():
-			return fmt.Errorf("settle: %d webhook events or bot actions still pending: %w", n, ctx.Err())
+			return fmt.Errorf("settle: %d webhook events, bot actions or delayed Graph calls still pending: %w", n, ctx.Err())
 		}
 	}
 }
