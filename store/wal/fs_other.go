@@ -1,0 +1,16 @@
+//go:build !linux
+
+package wal
+
+import (
+	"errors"
+	"os"
+)
+
+func fdatasync(f *os.File) error { return f.Sync() }
+
+func fallocate(f *os.File, off, n int64) error { return errors.ErrUnsupported }
+
+// lockFile does nothing here: the log is only locked against a second process
+// on Linux.
+func lockFile(f *os.File) error { return nil }
