@@ -45,3 +45,23 @@ func lockFile(f *os.File) error {
 		}
 	}
 }
+
+// dataAfter returns the first region [start, end) of f at or after pos that
+// may hold data, skipping holes and unwritten preallocated extents (which read
+// as zeros); ok is false when there is none before size.
+func dataAfter(f *os.File, pos, size int64) (start, end int64, ok bool, err error) {
+	start, err = unix.Seek(int(f.Fd()), pos, unix.SEEK_DATA)
+	switch {
+	case err == unix.ENXIO:
+		return 0, 0, false, nil
+	case errors.Is(err, unix.EINVAL), errors.Is(err, unix.EOPNOTSUPP):
+		return pos, size, pos < size, nil // not supported: assume data
+	case err != nil:
+		return 0, 0, false, err
+	}
+	end, err = unix.Seek(int(f.Fd()), start, unix.SEEK_HOLE)
+	if err != nil {
+		return 0, 0, false, err
+	}
+	return max(start, pos), min(end, size), start < size, nil
+}

@@ -330,22 +330,15 @@ func analyseTail(f *os.File, name string, size, off int64, index uint64) (*Probl
 	if off >= size {
 		return nil, nil
 	}
-	rest := make([]byte, size-off)
-	// Most of the time the rest is preallocated zeros: check it in chunks
-	// before holding all of it.
-	const chunk = 1 << 20
-	allZero := true
-	for o := int64(0); o < int64(len(rest)); o += chunk {
-		b := rest[o:min(o+chunk, int64(len(rest)))]
-		if _, err := f.ReadAt(b, off+o); err != nil && !errors.Is(err, io.EOF) {
-			return nil, err
-		}
-		if !isZero(b) {
-			allZero = false
-		}
+	// Most of the time the rest is preallocated zeros, often not even
+	// written (fallocated): look for data before holding all of it.
+	nonZero, err := anyData(f, off, size)
+	if err != nil || !nonZero {
+		return nil, err
 	}
-	if allZero {
-		return nil, nil
+	rest := make([]byte, size-off)
+	if _, err := f.ReadAt(rest, off); err != nil && !errors.Is(err, io.EOF) {
+		return nil, err
 	}
 	// What is at off?
 	var what string
@@ -387,6 +380,29 @@ func analyseTail(f *os.File, name string, size, off int64, index uint64) (*Probl
 		p.What = fmt.Sprintf("%s, yet good record %d follows at offset %d: this is corruption in the middle of the log, not a torn tail", what, fIdx, off+fOff)
 	}
 	return p, nil
+}
+
+// anyData reports whether [off, size) of f holds a non-zero byte.
+func anyData(f *os.File, off, size int64) (bool, error) {
+	buf := make([]byte, min(1<<20, size-off))
+	for pos := off; pos < size; {
+		start, end, ok, err := dataAfter(f, pos, size)
+		if err != nil || !ok {
+			return false, err
+		}
+		for start < end {
+			b := buf[:min(int64(len(buf)), end-start)]
+			if _, err := f.ReadAt(b, start); err != nil && !errors.Is(err, io.EOF) {
+				return false, err
+			}
+			if !isZero(b) {
+				return true, nil
+			}
+			start += int64(len(b))
+		}
+		pos = end
+	}
+	return false, nil
 }
 
 // hasZeroSector reports whether b, which starts at file offset at, holds a
