@@ -92,13 +92,11 @@ func TestCrashRecovery(t *testing.T) {
 				lines <- sc.Text()
 			}
 		}()
-		// Even rounds: kill after a random time; odd rounds: right after the
-		// child sees its second rotation.
+		// Even rounds: kill a random time after the child opened the log;
+		// odd rounds: right after the child sees its second rotation.
 		var timer <-chan time.Time
 		afterRotations := 0
-		if round%2 == 0 {
-			timer = time.After(time.Duration(20+rng.IntN(250)) * time.Millisecond)
-		} else {
+		if round%2 == 1 {
 			afterRotations = 2
 		}
 		killed := false
@@ -123,7 +121,7 @@ func TestCrashRecovery(t *testing.T) {
 					kill()
 					t.Fatalf("child: %s", line)
 				case "O":
-					if round%2 == 0 && timer == nil {
+					if round%2 == 0 {
 						timer = time.After(time.Duration(20+rng.IntN(250)) * time.Millisecond)
 					}
 				case "R":
