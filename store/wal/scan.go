@@ -468,13 +468,14 @@ func scanDir(dir string, r *Report) ([]segFile, []segScan, error) {
 		scans[i] = s
 		r.Bytes += s.size
 		r.DataBytes += s.end
-		if i > 0 && scans[i-1].problem == nil && scans[i-1].next != sg.first {
-			prev := segs[i-1]
-			what := fmt.Sprintf("gap: segment %s ends before record %d but the next segment %s starts at record %d", prev.name, scans[i-1].next, sg.name, sg.first)
-			if scans[i-1].next > sg.first {
-				what = fmt.Sprintf("overlap: segment %s holds records up to %d but the next segment %s starts at record %d", prev.name, scans[i-1].next-1, sg.name, sg.first)
+		if prev := scans[max(i-1, 0)]; i > 0 && prev.problem == nil && prev.next != sg.first {
+			pname := segs[i-1].name
+			what := fmt.Sprintf("gap: segment %s ends at offset %d before record %d, but the next segment %s starts at record %d: records %d..%d are missing",
+				pname, prev.end, prev.next, sg.name, sg.first, prev.next, sg.first-1)
+			if prev.next > sg.first {
+				what = fmt.Sprintf("overlap: segment %s holds records up to %d, but the next segment %s starts at record %d", pname, prev.next-1, sg.name, sg.first)
 			}
-			r.Problems = append(r.Problems, Problem{Segment: sg.name, Index: scans[i-1].next, What: what})
+			r.Problems = append(r.Problems, Problem{Segment: pname, Offset: prev.end, Index: prev.next, What: what})
 		}
 		if s.problem != nil {
 			r.Problems = append(r.Problems, *s.problem)

@@ -14,8 +14,8 @@ import (
 // DefaultSegmentSize is the size past which a segment is rotated.
 const DefaultSegmentSize = 64 << 20
 
-// maxGroupBytes caps the bytes one group commit writes (a single Append may
-// exceed it, and is then written alone).
+// maxGroupBytes caps the bytes one group commit writes, as does the segment
+// size (a single Append may exceed either, and is then written alone).
 const maxGroupBytes = 4 << 20
 
 // Options configure a Log. The zero value is the default.
@@ -301,7 +301,8 @@ func (l *Log) Append(recs ...[]byte) (uint64, error) {
 func (l *Log) lead() {
 	l.mu.Lock()
 	n, size := 0, 0
-	for n < len(l.queue) && (n == 0 || size+l.queue[n].size <= maxGroupBytes) {
+	limit := int(min(maxGroupBytes, l.opts.SegmentSize-segHeaderSize))
+	for n < len(l.queue) && (n == 0 || size+l.queue[n].size <= limit) {
 		size += l.queue[n].size
 		n++
 	}
