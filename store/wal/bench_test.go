@@ -71,6 +71,11 @@ func benchWAL(b *testing.B, callers int, opts Options) {
 		b.Fatal(err)
 	}
 	defer l.Close()
+	// Measure the steady state: the next segment is ready (preparing it
+	// with zeros writes the whole segment).
+	for l.pipe.made.Load() < 2 {
+		time.Sleep(time.Millisecond)
+	}
 	rec := make([]byte, benchRecordSize)
 	rand.Read(rec)
 	runCallers(b, callers, func(int) error {

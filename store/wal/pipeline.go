@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"sync/atomic"
 )
 
 // Prealloc says how a new segment's space is reserved.
@@ -81,6 +82,7 @@ type pipeline struct {
 	ready chan prepared
 	stop  chan struct{}
 	done  chan struct{}
+	made  atomic.Uint64 // files prepared so far
 }
 
 type prepared struct {
@@ -99,6 +101,9 @@ func (p *pipeline) run() {
 	defer close(p.done)
 	for seq := 0; ; seq++ {
 		f, path, err := p.prepare(seq)
+		if err == nil {
+			p.made.Add(1)
+		}
 		select {
 		case p.ready <- prepared{f, path, err}:
 			if err != nil {
