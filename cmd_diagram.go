@@ -20,7 +20,7 @@ import (
 func cmdDiagram(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("diagram", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	primary := fs.String("primary", "", "state diagram of this primary's table: bot, ringcx or none")
+	primary := fs.String("primary", "", "state diagram of this table: bot, ringcx, none (Handover Protocol, by primary), cr-bot, cr-bot-no-takeover, cr-ringcx, cr-ringcx-no-takeover, cr-none (Conversation Routing)")
 	workflow := fs.String("workflow", "", "sequence diagram of this seed workflow: "+workflowNames())
 	format := fs.String("format", "mmd", "mmd (Mermaid), dot (Graphviz; state diagrams) or svg")
 	docs := fs.String("docs", "", "write every diagram into this directory (docs)")
@@ -33,7 +33,7 @@ func cmdDiagram(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	case (*primary == "") == (*workflow == ""):
 		return fmt.Errorf("give --primary (state diagram) or --workflow (sequence diagram), or --docs DIR")
 	case *primary != "":
-		p, err := states.ParsePrimary(*primary)
+		p, err := states.ParseTable(*primary)
 		if err != nil {
 			return err
 		}
@@ -63,8 +63,8 @@ func cmdDiagram(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return err
 }
 
-// stateDiagram renders a primary's machine in a format.
-func stateDiagram(ctx context.Context, p states.Primary, format string) ([]byte, error) {
+// stateDiagram renders a table in a format.
+func stateDiagram(ctx context.Context, p states.Table, format string) ([]byte, error) {
 	switch format {
 	case "mmd":
 		return []byte(diagrams.Mermaid(p, nil)), nil
@@ -121,7 +121,7 @@ func recordWorkflow(ctx context.Context, w diagrams.Workflow, stderr io.Writer) 
 // svg when Graphviz is installed) and the recorded workflows (mmd, svg).
 func docFiles(ctx context.Context, stderr io.Writer, withSVG bool) (map[string][]byte, error) {
 	files := map[string][]byte{}
-	for _, p := range states.Primaries {
+	for _, p := range states.Tables {
 		for _, f := range []string{"mmd", "dot", "svg"} {
 			if f == "svg" && !withSVG {
 				continue
@@ -130,7 +130,7 @@ func docFiles(ctx context.Context, stderr io.Writer, withSVG bool) (map[string][
 			if err != nil {
 				return nil, err
 			}
-			files[filepath.Join("states", string(p)+"."+f)] = out
+			files[filepath.Join("states", p.Name()+"."+f)] = out
 		}
 	}
 	for _, w := range diagrams.Workflows {

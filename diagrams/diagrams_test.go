@@ -44,21 +44,21 @@ var highlight = &Highlight{State: states.Agent, Recent: []Transition{
 }}
 
 func TestStateDiagramsGolden(t *testing.T) {
-	for _, p := range states.Primaries {
-		t.Run(string(p), func(t *testing.T) {
-			golden(t, string(p)+".mmd", []byte(Mermaid(p, nil)))
-			golden(t, string(p)+".dot", []byte(DOT(p, nil)))
+	for _, p := range states.Tables {
+		t.Run(p.Name(), func(t *testing.T) {
+			golden(t, p.Name()+".mmd", []byte(Mermaid(p, nil)))
+			golden(t, p.Name()+".dot", []byte(DOT(p, nil)))
 		})
 	}
-	golden(t, "bot-highlight.mmd", []byte(Mermaid(states.PrimaryBot, highlight)))
-	golden(t, "bot-highlight.dot", []byte(DOT(states.PrimaryBot, highlight)))
+	golden(t, "bot-highlight.mmd", []byte(Mermaid(states.HOP(states.PrimaryBot), highlight)))
+	golden(t, "bot-highlight.dot", []byte(DOT(states.HOP(states.PrimaryBot), highlight)))
 }
 
 // TestStateDiagramsShowEveryRule checks the drawings against the tables:
 // every transition that changes the state is an edge with its event and
 // call, and every no-change row is listed on its state.
 func TestStateDiagramsShowEveryRule(t *testing.T) {
-	for _, p := range states.Primaries {
+	for _, p := range states.Tables {
 		dot, mmd := DOT(p, nil), Mermaid(p, nil)
 		for _, r := range states.Rules(p) {
 			for _, from := range r.From {
@@ -82,13 +82,13 @@ func TestStateDiagramsShowEveryRule(t *testing.T) {
 		}
 	}
 	// The tables differ where SPEC.md §2 says they do.
-	if DOT(states.PrimaryBot, nil) == DOT(states.PrimaryRingCX, nil) {
+	if DOT(states.HOP(states.PrimaryBot), nil) == DOT(states.HOP(states.PrimaryRingCX), nil) {
 		t.Error("the bot and ringcx diagrams are the same")
 	}
 }
 
 func TestHighlight(t *testing.T) {
-	dot := DOT(states.PrimaryBot, highlight)
+	dot := DOT(states.HOP(states.PrimaryBot), highlight)
 	if !strings.Contains(dot, `"agent" [label=<<b>agent</b>`) || !strings.Contains(dot, `fillcolor="#ffd54f"`) {
 		t.Error("the current state is not filled")
 	}
@@ -98,7 +98,7 @@ func TestHighlight(t *testing.T) {
 	if strings.Count(dot, "penwidth=3") != 3 { // the state and two edges
 		t.Errorf("want 3 bold elements, got %d", strings.Count(dot, "penwidth=3"))
 	}
-	mmd := Mermaid(states.PrimaryBot, highlight)
+	mmd := Mermaid(states.HOP(states.PrimaryBot), highlight)
 	if !strings.Contains(mmd, "class agent current") || !strings.Contains(mmd, "⟨1⟩ control_passed") {
 		t.Errorf("Mermaid highlight missing:\n%s", mmd)
 	}
@@ -111,7 +111,7 @@ func TestSVG(t *testing.T) {
 		}
 		t.Skip("Graphviz's dot is not installed")
 	}
-	svg, err := SVG(context.Background(), DOT(states.PrimaryBot, nil))
+	svg, err := SVG(context.Background(), DOT(states.HOP(states.PrimaryBot), nil))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,7 +127,7 @@ func TestSVG(t *testing.T) {
 
 func TestSVGWithoutGraphviz(t *testing.T) {
 	t.Setenv("PATH", t.TempDir())
-	_, err := SVG(context.Background(), DOT(states.PrimaryBot, nil))
+	_, err := SVG(context.Background(), DOT(states.HOP(states.PrimaryBot), nil))
 	if !errors.Is(err, ErrNoGraphviz) || !strings.Contains(err.Error(), "apt") && !strings.Contains(err.Error(), "graphviz") {
 		t.Errorf("SVG without dot = %v, want ErrNoGraphviz saying what to install", err)
 	}
@@ -135,7 +135,7 @@ func TestSVGWithoutGraphviz(t *testing.T) {
 
 // trace is a played workflow written out by hand, for the renderers.
 var trace = &Trace{
-	Workflow: Workflow{Name: "demo", Title: "Demo", Primary: states.PrimaryNone},
+	Workflow: Workflow{Name: "demo", Title: "Demo", Routing: states.HandoverProtocol, Primary: states.PrimaryNone},
 	PSID:     "7000000000000001",
 	Items: []Item{
 		{From: Customer, To: IdleMode, Label: "Sends message (no primary)", Detail: `"Hello; #1?"`},

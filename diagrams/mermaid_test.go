@@ -34,9 +34,9 @@ func TestMermaidRenders(t *testing.T) {
 		}
 		t.Skipf("%s is missing", chromium)
 	}
-	sources := map[string]string{"highlight": Mermaid(states.PrimaryBot, highlight), "sequence": trace.SequenceMermaid()}
-	for _, p := range states.Primaries {
-		sources[string(p)] = Mermaid(p, nil)
+	sources := map[string]string{"highlight": Mermaid(states.HOP(states.PrimaryBot), highlight), "sequence": trace.SequenceMermaid()}
+	for _, p := range states.Tables {
+		sources[p.Name()] = Mermaid(p, nil)
 	}
 	docs, _ := filepath.Glob(filepath.Join("..", "docs", "workflows", "*.mmd"))
 	for _, f := range docs {

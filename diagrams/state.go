@@ -33,14 +33,13 @@ type edge struct {
 	recent   int // 1 for the newest transition of a highlighted thread, 0 if none
 }
 
-// edges derives the diagram's edges from the primary's table: one per
-// (source, destination), naming each event and the Graph call it makes.
-// No-change rows (self-loops) are left out of the drawing; NoChange lists
-// them.
-func edges(p states.Primary, h *Highlight) []edge {
+// edges derives the diagram's edges from table t: one per (source,
+// destination), naming each event and what it does. No-change rows
+// (self-loops) and refusals are left out of the drawing; NoChange lists them.
+func edges(t states.Table, h *Highlight) []edge {
 	var out []edge
 	index := map[[2]states.State]int{}
-	for _, r := range states.Rules(p) {
+	for _, r := range states.Rules(t) {
 		for _, from := range r.From {
 			to := r.Dst(from)
 			if to == from {
@@ -100,13 +99,21 @@ var queueLabels = map[states.Queue]string{states.QueueFlush: "flush", states.Que
 func callShort(c states.Call) string { return strings.TrimSuffix(string(c), "_thread_control") }
 
 // NoChange lists, per state, the events that are accepted there without
-// changing the state.
-func NoChange(p states.Primary) map[states.State][]string {
+// changing the state (with the call they make, if any), and those refused
+// with what to do instead.
+func NoChange(t states.Table) map[states.State][]string {
 	out := map[states.State][]string{}
-	for _, r := range states.Rules(p) {
+	for _, r := range states.Rules(t) {
 		for _, from := range r.From {
 			if r.Dst(from) == from {
-				if l := eventLabel(r); !slices.Contains(out[from], l) {
+				l := eventLabel(r)
+				switch {
+				case r.Refuse != "":
+					l += " (refused)"
+				case r.Call != states.NoCall:
+					l += " / " + callShort(r.Call)
+				}
+				if !slices.Contains(out[from], l) {
 					out[from] = append(out[from], l)
 				}
 			}
@@ -117,23 +124,23 @@ func NoChange(p states.Primary) map[states.State][]string {
 
 func mermaidID(s states.State) string { return strings.ReplaceAll(string(s), "-", "_") }
 
-// Mermaid renders the primary's machine as a Mermaid stateDiagram-v2, with
-// h's state and transitions marked when h is not nil.
-func Mermaid(p states.Primary, h *Highlight) string {
+// Mermaid renders table t as a Mermaid stateDiagram-v2, with h's state and
+// transitions marked when h is not nil.
+func Mermaid(t states.Table, h *Highlight) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "---\ntitle: threadctl thread machine, primary = %s\n---\nstateDiagram-v2\n", p)
+	fmt.Fprintf(&b, "---\ntitle: threadctl thread machine — %s\n---\nstateDiagram-v2\n", t.Title())
 	for _, s := range states.All {
 		fmt.Fprintf(&b, "    state \"%s\" as %s\n", s, mermaidID(s))
 	}
 	fmt.Fprintf(&b, "    [*] --> %s\n", mermaidID(states.Idle))
-	for _, e := range edges(p, h) {
+	for _, e := range edges(t, h) {
 		label := strings.Join(e.labels, "<br/>")
 		if e.recent > 0 {
 			label = fmt.Sprintf("⟨%d⟩ %s", e.recent, label)
 		}
 		fmt.Fprintf(&b, "    %s --> %s : %s\n", mermaidID(e.from), mermaidID(e.to), label)
 	}
-	nc := NoChange(p)
+	nc := NoChange(t)
 	for _, s := range states.All {
 		if len(nc[s]) > 0 {
 			fmt.Fprintf(&b, "    note right of %s\n        no change: %s\n    end note\n", mermaidID(s), strings.Join(nc[s], ", "))
@@ -146,16 +153,16 @@ func Mermaid(p states.Primary, h *Highlight) string {
 	return b.String()
 }
 
-// DOT renders the primary's machine as Graphviz DOT, with h's state filled
-// and its recent transitions drawn bold and numbered when h is not nil.
-func DOT(p states.Primary, h *Highlight) string {
+// DOT renders table t as Graphviz DOT, with h's state filled and its recent
+// transitions drawn bold and numbered when h is not nil.
+func DOT(t states.Table, h *Highlight) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "digraph \"threadctl_%s\" {\n", p)
-	fmt.Fprintf(&b, "  label=\"threadctl thread machine, primary = %s\";\n  labelloc=t;\n  rankdir=LR;\n  fontname=\"Helvetica\";\n", p)
+	fmt.Fprintf(&b, "digraph \"threadctl_%s\" {\n", t.Name())
+	fmt.Fprintf(&b, "  label=%s;\n  labelloc=t;\n  rankdir=LR;\n  fontname=\"Helvetica\";\n", dotString([]string{"threadctl thread machine — " + t.Title()}))
 	b.WriteString("  node [shape=box, style=\"rounded,filled\", fillcolor=\"#e3f2fd\", fontname=\"Helvetica\"];\n")
 	b.WriteString("  edge [fontname=\"Helvetica\", fontsize=10];\n")
 	b.WriteString("  start [shape=point, width=0.15, label=\"\"];\n")
-	nc := NoChange(p)
+	nc := NoChange(t)
 	for _, s := range states.All {
 		attrs := []string{fmt.Sprintf("label=<<b>%s</b>%s>", s, noChangeHTML(nc[s]))}
 		if h != nil && h.State == s {
@@ -164,7 +171,7 @@ func DOT(p states.Primary, h *Highlight) string {
 		fmt.Fprintf(&b, "  %q [%s];\n", s, strings.Join(attrs, ", "))
 	}
 	fmt.Fprintf(&b, "  start -> %q;\n", states.Idle)
-	for _, e := range edges(p, h) {
+	for _, e := range edges(t, h) {
 		lines := e.labels
 		attrs := ""
 		if e.recent > 0 {

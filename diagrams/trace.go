@@ -21,6 +21,7 @@ type logEntry struct {
 	ErrorCode    int    `json:"error_code"`
 	ErrorSubcode int    `json:"error_subcode"`
 	ErrorMessage string `json:"error_message"`
+	Detail       string `json:"detail"`
 }
 
 // collectLog appends to the trace what the simulator saw since the last
@@ -88,6 +89,9 @@ func (p *Player) item(e logEntry) (Item, bool) {
 		if caller == RingCX {
 			from = Agent
 		}
+		if strings.Contains(e.Detail, "thread_control pass") {
+			return Item{From: from, To: p.participant(e.TargetAppID), Label: "Answers and passes thread control via FB API", Detail: fmt.Sprintf("Send API with thread_control: %q", e.Text)}, true
+		}
 		return Item{From: from, To: Customer, Label: "Answers", Detail: fmt.Sprintf("Send API: %q", e.Text)}, true
 	case "pass_thread_control":
 		return Item{From: caller, To: p.participant(e.TargetAppID), Label: "Passes thread control via FB API", Detail: e.Call}, true
@@ -100,6 +104,10 @@ func (p *Player) item(e logEntry) (Item, bool) {
 		return Item{From: caller, To: prev, Label: "Requests thread control via FB API", Detail: e.Call}, true
 	case "release_thread_control":
 		return Item{From: caller, To: IdleMode, Label: "Releases thread control via FB API", Detail: e.Call}, true
+	case "node":
+		return Item{From: caller, Label: "Asks Meta how the page routes conversations", Detail: "messaging_feature_status"}, true
+	case "extend_thread_control":
+		return Item{From: caller, Label: "Extends thread control via FB API", Detail: e.Call}, true
 	case "thread_owner":
 		return Item{From: caller, Label: "Asks Meta who owns the thread", Detail: fmt.Sprintf("thread_owner: %s", strings.ToLower(p.participant(p.owner)))}, true
 	}
@@ -134,7 +142,7 @@ func (t *Trace) Participants() []string {
 // Text renders the trace for a terminal.
 func (t *Trace) Text() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "workflow %s (%s, primary %s), customer %s\n", t.Workflow.Name, t.Workflow.Title, t.Workflow.Primary, t.PSID)
+	fmt.Fprintf(&b, "workflow %s (%s; %s), customer %s\n", t.Workflow.Name, t.Workflow.Title, t.Workflow.Page(), t.PSID)
 	for _, it := range t.Items {
 		switch {
 		case it.Check != "":

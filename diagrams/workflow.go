@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,12 +25,34 @@ const (
 )
 
 // Workflow is one of the seed's four workflows (seed/bots-api-workflow-*.png)
-// as steps played against a running threadctl and its simulator.
+// as steps played against a running threadctl and its simulator, on a page
+// with the Handover Protocol (as in the seed) or Conversation Routing.
 type Workflow struct {
-	Name    string
-	Title   string
-	Primary states.Primary
-	Steps   []Step
+	Name  string
+	Title string
+	// Routing and Primary are the demo page's: on a Conversation Routing
+	// page Primary is its default app. Takeover is the page's takeover
+	// setting for the RingCX app at Meta (Conversation Routing only), which
+	// threadctl is not told and learns from Meta.
+	Routing  states.Routing
+	Primary  states.Primary
+	Takeover bool
+	Steps    []Step
+}
+
+// Page describes the workflow's page for people.
+func (w Workflow) Page() string {
+	if w.Routing != states.ConversationRouting {
+		return "Handover Protocol, primary " + string(w.Primary)
+	}
+	if w.Primary == states.PrimaryNone {
+		return "Conversation Routing, no default app"
+	}
+	takeover := "on"
+	if !w.Takeover {
+		takeover = "off"
+	}
+	return "Conversation Routing, default app " + string(w.Primary) + ", RingCX takeover " + takeover
 }
 
 // Step is one action of a participant and what must hold once its effects
@@ -51,21 +74,25 @@ type Expect struct {
 	Customer  string       // the text of the last message the customer received
 }
 
-// Workflows are the four seed workflows.
-var Workflows = []Workflow{
-	{
-		Name: "bot-primary", Title: "Bot primary", Primary: states.PrimaryBot,
-		Steps: []Step{
+// Workflows are the four seed workflows on a Handover Protocol page, as the
+// seed draws them; the same four on a Conversation Routing page (takeover
+// on, and zero-config for no primary); and the bot's handover on a
+// Conversation Routing page whose takeover setting is off.
+var Workflows = append(hopWorkflows(), crWorkflows()...)
+
+func hopWorkflows() []Workflow {
+	hop := func(name, title string, p states.Primary, steps ...Step) Workflow {
+		return Workflow{Name: name, Title: title, Routing: states.HandoverProtocol, Primary: p, Steps: steps}
+	}
+	return []Workflow{
+		hop("bot-primary", "Bot primary", states.PrimaryBot,
 			customerWrites("Sends message (BOT primary)", "Hi, where is my order?", Expect{State: states.Bot, MetaOwner: "bot", Customer: "echo: Hi, where is my order?"}),
 			botHandsOver("Gives thread control via RingCX API", Expect{State: states.Agent, MetaOwner: "ringcx"}),
 			agentOpens(Expect{State: states.Agent, MetaOwner: "ringcx"}),
 			agentAnswers("Hello, I am Ann from support. Your order left this morning.", Expect{State: states.Agent, MetaOwner: "ringcx", Customer: "Hello, I am Ann from support. Your order left this morning."}),
 			agentCloses(Expect{State: states.Idle, MetaOwner: "idle"}),
-		},
-	},
-	{
-		Name: "ringcx-primary", Title: "RingCX primary", Primary: states.PrimaryRingCX,
-		Steps: []Step{
+		),
+		hop("ringcx-primary", "RingCX primary", states.PrimaryRingCX,
 			customerWrites("Sends message (RingCX primary)", "Hi, I have a question", Expect{State: states.Agent, MetaOwner: "ringcx"}),
 			botRequests("Requests thread control via RingCX API", Expect{State: states.Bot, MetaOwner: "bot"}),
 			customerWrites("Writes to the bot", "Can you help?", Expect{State: states.Bot, MetaOwner: "bot", Customer: "echo: Can you help?"}),
@@ -73,11 +100,8 @@ var Workflows = []Workflow{
 			agentOpens(Expect{State: states.Agent, MetaOwner: "ringcx"}),
 			agentAnswers("Hello, Ann here. Happy to help.", Expect{State: states.Agent, MetaOwner: "ringcx", Customer: "Hello, Ann here. Happy to help."}),
 			agentCloses(Expect{State: states.Idle, MetaOwner: "idle"}),
-		},
-	},
-	{
-		Name: "no-primary", Title: "No primary", Primary: states.PrimaryNone,
-		Steps: []Step{
+		),
+		hop("no-primary", "No primary", states.PrimaryNone,
 			// The bot claims the idle thread with request_thread_control,
 			// which sends RingCX no webhook: threadctl still sees it idle.
 			customerWrites("Sends message (no primary)", "Hello?", Expect{State: states.Idle, MetaOwner: "bot", Customer: "echo: Hello?"}),
@@ -85,18 +109,45 @@ var Workflows = []Workflow{
 			agentOpens(Expect{State: states.Agent, MetaOwner: "ringcx"}),
 			agentAnswers("Hi, this is Ann. How can I help?", Expect{State: states.Agent, MetaOwner: "ringcx", Customer: "Hi, this is Ann. How can I help?"}),
 			agentCloses(Expect{State: states.Idle, MetaOwner: "idle"}),
-		},
-	},
-	{
-		Name: "agent-interrupts-bot", Title: "When agent interrupts bot", Primary: states.PrimaryBot,
-		Steps: []Step{
+		),
+		hop("agent-interrupts-bot", "When agent interrupts bot", states.PrimaryBot,
 			customerWrites("Sends message (BOT primary)", "I want to cancel", Expect{State: states.Bot, MetaOwner: "bot", Customer: "echo: I want to cancel"}),
 			agentOpens(Expect{State: states.Agent, MetaOwner: "ringcx"}),
 			agentAnswers("Ann here, I can cancel it for you.", Expect{State: states.Agent, MetaOwner: "ringcx", Customer: "Ann here, I can cancel it for you."}),
 			agentCloses(Expect{State: states.Idle, MetaOwner: "idle"}),
-		},
-	},
+		),
+	}
 }
+
+// crWorkflows are the seed's workflows on a Conversation Routing page, where
+// RingCX takes control instead of requesting it (its takeover setting is
+// on), and the bot's handover where that setting is off.
+func crWorkflows() []Workflow {
+	var out []Workflow
+	for _, w := range hopWorkflows() {
+		w.Name, w.Title = "cr-"+w.Name, w.Title+" (Conversation Routing)"
+		w.Routing, w.Takeover = states.ConversationRouting, true
+		out = append(out, w)
+	}
+	return append(out, Workflow{
+		Name: "cr-takeover-off", Title: "Bot hands over, takeover off (Conversation Routing)",
+		Routing: states.ConversationRouting, Primary: states.PrimaryBot,
+		Steps: []Step{
+			customerWrites("Sends message (default app: the bot)", "Hi, where is my order?", Expect{State: states.Bot, MetaOwner: "bot", Customer: "echo: Hi, where is my order?"}),
+			// Meta refuses RingCX's take: threadctl learns that the takeover
+			// setting is off and tells the bot what to do instead.
+			botHandoverRefused("Gives thread control via RingCX API", http.StatusConflict, Expect{State: states.Bot, MetaOwner: "bot"}),
+			customerWrites("Asks for a human", "I want to talk to an agent", Expect{State: states.Agent, MetaOwner: "ringcx"}),
+			agentOpens(Expect{State: states.Agent, MetaOwner: "ringcx"}),
+			agentAnswers("Hello, I am Ann from support.", Expect{State: states.Agent, MetaOwner: "ringcx", Customer: "Hello, I am Ann from support."}),
+			agentCloses(Expect{State: states.Idle, MetaOwner: "idle"}),
+		},
+	})
+}
+
+// HandoverText is what a customer writes for the demo's reference bot to
+// pass the thread to RingCX by itself (on Conversation Routing pages).
+const HandoverText = "agent"
 
 // FindWorkflow returns the workflow named name.
 func FindWorkflow(name string) (Workflow, error) {
@@ -119,6 +170,20 @@ func customerWrites(label, text string, e Expect) Step {
 func botHandsOver(label string, e Expect) Step {
 	return Step{Actor: BotActor, Label: label, Endpoint: "POST /1.0/bots/handover", Expect: e, Do: func(ctx context.Context, p *Player) error {
 		return p.api(ctx, http.MethodPost, "/1.0/bots/handover", url.Values{"identity_foreign_id": {p.PSID}, "from": {"bot"}, "to": {"agent"}, "type": {"messenger"}}, nil)
+	}}
+}
+
+// botHandoverRefused is the bot's handover call answered with an error: its
+// status must be status, and the trace shows the message.
+func botHandoverRefused(label string, status int, e Expect) Step {
+	return Step{Actor: BotActor, Label: label, Endpoint: "POST /1.0/bots/handover", Expect: e, Do: func(ctx context.Context, p *Player) error {
+		err := p.api(ctx, http.MethodPost, "/1.0/bots/handover", url.Values{"identity_foreign_id": {p.PSID}, "from": {"bot"}, "to": {"agent"}, "type": {"messenger"}}, nil)
+		var he *httpError
+		if !errors.As(err, &he) || he.status != status {
+			return fmt.Errorf("want HTTP %d, got %v", status, err)
+		}
+		p.answer = fmt.Sprintf("%d: %s", he.status, he.message)
+		return nil
 	}}
 }
 
@@ -177,6 +242,7 @@ type Player struct {
 	seenLog      int64
 	owner        string // Meta's owner as of the last log entry read
 	stepLabel    string // the customer step being played
+	answer       string // threadctl's answer to a refused call, for the trace
 	trace        Trace
 }
 
@@ -215,6 +281,10 @@ func Play(ctx context.Context, w Workflow, ep Endpoints, psid string) (*Trace, e
 		}
 		if st.Actor != Customer {
 			p.trace.Items = append(p.trace.Items, actionItem(st))
+		}
+		if p.answer != "" {
+			p.trace.Items = append(p.trace.Items, Item{From: RingCX, To: st.Actor, Label: "Refuses", Detail: p.answer})
+			p.answer = ""
 		}
 		if err := p.settle(ctx); err != nil {
 			return &p.trace, fmt.Errorf("step %d: %w", i+1, err)
@@ -369,6 +439,16 @@ func (p *Player) sim(ctx context.Context, method, path string, body, out any) er
 	return p.do(req, out)
 }
 
+// httpError is an answer other than 2xx.
+type httpError struct {
+	status        int
+	call, message string
+}
+
+func (e *httpError) Error() string {
+	return fmt.Sprintf("%s: %d %s: %s", e.call, e.status, http.StatusText(e.status), e.message)
+}
+
 func (p *Player) do(req *http.Request, out any) error {
 	resp, err := p.ep.HTTP.Do(req)
 	if err != nil {
@@ -380,7 +460,14 @@ func (p *Player) do(req *http.Request, out any) error {
 		return err
 	}
 	if resp.StatusCode/100 != 2 {
-		return fmt.Errorf("%s %s: %s: %s", req.Method, req.URL.Path, resp.Status, bytes.TrimSpace(b))
+		he := &httpError{status: resp.StatusCode, message: string(bytes.TrimSpace(b)), call: req.Method + " " + req.URL.Path}
+		var env struct {
+			Message string `json:"message"`
+		}
+		if json.Unmarshal(b, &env) == nil && env.Message != "" {
+			he.message = env.Message
+		}
+		return he
 	}
 	if out != nil {
 		return json.Unmarshal(b, out)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/threadctl/threadctl/states"
@@ -104,41 +105,51 @@ type next int
 
 const (
 	done next = iota
-	// retry: Meta refused the call because another app owns the thread;
-	// refresh the owner, then decide the event again.
-	retry
+	// retryOwner: Meta refused the call because another app owns the
+	// thread; refresh the owner, then decide the event again.
+	retryOwner
+	// retryPage: Meta's refusal taught how the page works (its routing, the
+	// takeover setting); decide the event again with the right table.
+	retryPage
 	// refresh: the event contradicts threadctl's view of the owner (a
 	// customer message on another owner's channel); refresh the owner only.
 	refresh
 )
 
-// applyLocked applies in with the thread's lock held: decide, call, commit,
-// and — when Meta's answer shows threadctl's view of the owner is stale —
-// refresh the owner from thread_owner once (refreshOwner) and, for a refused
-// call, decide the event again against the corrected state. At most two
-// attempts and one refresh.
+// budget bounds what one event may try again: one owner refresh, and one
+// retry per fact a refusal can teach about the page (routing, takeover).
+type budget struct{ owner, page int }
+
+// applyLocked applies in with the thread's lock held, in one bounded loop:
+// decide, call, commit; when Meta's answer shows threadctl's view of the
+// owner is stale, refresh it from thread_owner once (refreshOwner); when a
+// refusal teaches how the page works, learn it (learnFrom); and decide the
+// event again.
 func (e *Engine) applyLocked(ctx context.Context, in *Input) (Result, error) {
-	res, err, then := e.attempt(ctx, in, true)
-	if then == done {
-		return res, err
+	b := budget{owner: 1, page: 2}
+	for {
+		res, err, then := e.attempt(ctx, in, &b)
+		switch then {
+		case done:
+			return res, err
+		case refresh, retryOwner:
+			fixed, ferr := e.refreshOwner(ctx, in.Key, CauseCheck)
+			if ferr != nil {
+				e.log.Warn("refreshing the thread's owner from Meta failed", "thread", in.Key, "event", in.Event, "err", ferr)
+				return res, err
+			}
+			if then == refresh {
+				return fixed, nil
+			}
+		}
+		in.calls = nil
 	}
-	fixed, ferr := e.refreshOwner(ctx, in.Key, CauseCheck)
-	switch {
-	case ferr != nil:
-		e.log.Warn("refreshing the thread's owner from Meta failed", "thread", in.Key, "event", in.Event, "err", ferr)
-		return res, err
-	case then == refresh:
-		return fixed, nil
-	}
-	in.calls = nil
-	res, err, _ = e.attempt(ctx, in, false)
-	return res, err
 }
 
-// attempt decides in against the stored thread, makes the row's Graph call
-// (durable intent first) and commits. mayRetry allows asking for a retry
-// when Meta says another app owns the thread.
-func (e *Engine) attempt(ctx context.Context, in *Input, mayRetry bool) (Result, error, next) {
+// attempt decides in against the stored thread with the page's table, makes
+// the row's Graph call (durable intent first) and commits. b bounds the
+// retries it may ask for.
+func (e *Engine) attempt(ctx context.Context, in *Input, b *budget) (Result, error, next) {
 	page, err := e.page(in.Key.PageID)
 	if err != nil {
 		return Result{}, err, done
@@ -170,10 +181,10 @@ func (e *Engine) attempt(ctx context.Context, in *Input, mayRetry bool) (Result,
 	}
 
 	facts := states.Facts{State: t.State, Owner: t.Owner, InterventionOpen: t.Intervention != "", AppID: in.AppID}
-	d, err := states.Decide(ctx, page.Primary, in.Event, in.Observed, facts)
+	d, err := states.Decide(ctx, page.Table(e.clock.Now()), in.Event, in.Observed, facts)
 	if err != nil {
 		if in.Cause.fromCaller() && in.closeIntervention == nil {
-			return Result{From: t.State, To: t.State, Thread: t}, refusal(err, &t), done
+			return Result{From: t.State, To: t.State, Thread: t}, refusal(err, &t, page), done
 		}
 		// Recorded as ignored; a closed intervention is closed all the same.
 		res, err := e.commit(ctx, &t, in, page, nil, OutcomeIgnored, err.Error(), in.calls)
@@ -185,7 +196,12 @@ func (e *Engine) attempt(ctx context.Context, in *Input, mayRetry bool) (Result,
 		rec, err := e.callWithIntent(ctx, &t, in, page, d)
 		calls = append(calls, rec)
 		if err != nil {
-			return e.callFailed(ctx, &t, in, page, calls, err, mayRetry)
+			return e.callFailed(ctx, &t, in, page, d.Rule.Call, calls, err, b)
+		}
+		if d.Rule.Call == states.CallTake && page.RoutingNow() == states.ConversationRouting {
+			if _, err := e.learnTakeover(ctx, page.ID, true, "Meta allowed take_thread_control"); err != nil {
+				e.log.Warn("could not save what Meta's answer taught about the page", "page_id", page.ID, "err", err)
+			}
 		}
 	}
 	res, err := e.commit(ctx, &t, in, page, &d, outcomeOf(d), "", calls)
@@ -226,18 +242,21 @@ func outcomeOf(d states.Decision) string {
 	return OutcomeNoChange
 }
 
-func refusal(err error, t *Thread) error {
+func refusal(err error, t *Thread, page Page) error {
 	var (
-		na    *states.NotAllowedError
-		owned *states.OwnedByOtherError
+		na      *states.NotAllowedError
+		owned   *states.OwnedByOtherError
+		refused *states.RefusedError
 	)
 	switch {
+	case errors.As(err, &refused):
+		return errorf(CodeConflict, err, "%s", strings.ReplaceAll(refused.Rule.Refuse, "{ringcx_app_id}", page.RingCXAppID))
 	case errors.Is(err, states.ErrInterventionEngaged):
 		return errorf(CodeConflict, err, "an intervention is engaged on this identity (%s); close it before handing the thread to a bot", t.Intervention)
 	case errors.As(err, &owned):
 		return errorf(CodeConflict, err, "the thread is owned by app %s, not by app %s; only RingCX's own control can be passed", owned.Owner, owned.AppID)
 	case errors.As(err, &na):
-		return errorf(CodeConflict, err, "%s is not allowed while the thread is %s (page primary: %s); available events: %v", na.Event, na.State, na.Primary, states.Available(na.Primary, na.State))
+		return errorf(CodeConflict, err, "%s is not allowed while the thread is %s (page table: %s); available events: %v", na.Event, na.State, na.Table.Title(), states.Available(na.Table, na.State))
 	}
 	return errorf(CodeConflict, err, "%v", err)
 }
@@ -276,6 +295,9 @@ func (e *Engine) callWithIntent(ctx context.Context, t *Thread, in *Input, page 
 	target := ""
 	if d.Rule.Call == states.CallPass {
 		target = in.AppID
+		if d.Rule.Target == states.TargetRingCX {
+			target = page.RingCXAppID
+		}
 	}
 	if t.Revision > 0 {
 		intent := Intent{Key: t.Key(), Revision: t.Revision, Event: in.Event, Observed: in.Observed, Call: d.Rule.Call, Target: target, Cause: in.Cause, At: e.clock.Now()}
@@ -298,6 +320,7 @@ func (e *Engine) graphCall(ctx context.Context, page Page, psid string, call sta
 			return e.graph.PassThreadControl(ctx, page.ID, psid, target, "threadctl: passed by RingCX")
 		},
 		states.CallRelease: func() error { return e.graph.ReleaseThreadControl(ctx, page.ID, psid) },
+		states.CallExtend:  func() error { return e.graph.ExtendThreadControl(ctx, page.ID, psid, e.cfg.ExtendBy) },
 	}
 	start := e.clock.Now()
 	err := fmt.Errorf("unknown call %q", call)
@@ -320,10 +343,10 @@ func record(call, target string, start, end time.Time, err error) CallRecord {
 }
 
 // callFailed records a refused or failed Graph call: the state stays. When
-// Meta says another app owns the thread and a retry is allowed, the event's
-// content or intervention is left for the retry, which refreshes the owner
-// first.
-func (e *Engine) callFailed(ctx context.Context, t *Thread, in *Input, page Page, calls []CallRecord, callErr error, mayRetry bool) (Result, error, next) {
+// Meta says another app owns the thread, or its refusal teaches how the
+// page works, and the budget allows, the event is decided again; its content
+// or intervention are then left for that attempt.
+func (e *Engine) callFailed(ctx context.Context, t *Thread, in *Input, page Page, call states.Call, calls []CallRecord, callErr error, b *budget) (Result, error, next) {
 	if ctx.Err() != nil || errors.As(callErr, new(*Error)) {
 		// Cancelled (shutting down) or the intent was not stored: the
 		// outcome is unknown or the call was not made; a stored intent is
@@ -331,9 +354,16 @@ func (e *Engine) callFailed(ctx context.Context, t *Thread, in *Input, page Page
 		return Result{From: t.State, To: t.State, Thread: *t}, wrapCallErr(callErr, calls), done
 	}
 	then := done
+	switch {
+	case notOwner(callErr) && b.owner > 0:
+		b.owner--
+		then = retryOwner
+	case (notOwner(callErr) || permissionDenied(callErr)) && b.page > 0 && e.learnFrom(ctx, page, call, callErr):
+		b.page--
+		then = retryPage
+	}
 	failIn := *in
-	if mayRetry && notOwner(callErr) {
-		then = retry
+	if then != done {
 		failIn.content, failIn.openIntervention = nil, nil
 	}
 	res, err := e.commit(ctx, t, &failIn, page, nil, OutcomeFailed, callErr.Error(), calls)
@@ -369,7 +399,7 @@ func (e *Engine) refreshOwner(ctx context.Context, key ThreadKey, cause Cause) (
 	}
 	rec.Target = owner
 	in := &Input{Event: states.OwnerObserved, Observed: observe(page, owner, expires), AppID: owner, Key: key, Cause: cause, calls: []CallRecord{rec}}
-	res, err, _ := e.attempt(ctx, in, false)
+	res, err, _ := e.attempt(ctx, in, &budget{})
 	return res, err
 }
 

@@ -13,6 +13,7 @@ import (
 // carries (an intervention, a content). Effects run after the commit.
 func (e *Engine) commit(ctx context.Context, t *Thread, in *Input, page Page, d *states.Decision, outcome, reason string, calls []CallRecord) (Result, error) {
 	now := e.clock.Now()
+	table := page.Table(now)
 	prev := *t
 	next := *t
 	next.Revision++
@@ -63,16 +64,22 @@ func (e *Engine) commit(ctx context.Context, t *Thread, in *Input, page Page, d 
 			c.Contents = append(c.Contents, failed)
 		}
 	}
-	if outcome == OutcomeFailed && in.timer != nil && in.timer.Kind == TimerRequest && next.Pending != nil {
-		// The deadline's own call failed: try again later.
-		p := *next.Pending
-		p.Deadline = now.Add(e.cfg.RetryDelay)
-		next.Pending = &p
+	e.armExtension(&next, now)
+	if outcome == OutcomeFailed && in.timer != nil {
+		// The timer's own call failed: try again later.
+		if in.timer.Kind == TimerRequest && next.Pending != nil {
+			p := *next.Pending
+			p.Deadline = now.Add(e.cfg.RetryDelay)
+			next.Pending = &p
+		}
+		if in.timer.Kind == TimerExtend && !next.ExtendAt.IsZero() {
+			next.ExtendAt = now.Add(e.cfg.RetryDelay)
+		}
 	}
 
 	c.History = []HistoryEntry{{
 		Revision: next.Revision, At: now, Event: in.Event, Observed: in.Observed, Cause: in.Cause,
-		From: prev.State, To: next.State, Owner: next.Owner, Primary: page.Primary,
+		From: prev.State, To: next.State, Owner: next.Owner, Primary: page.Primary, Table: table.Name(),
 		Outcome: outcome, Reason: reason, Calls: calls, MetaTime: in.MetaTime,
 	}}
 	if err := e.store.Commit(ctx, c); err != nil {
@@ -80,7 +87,7 @@ func (e *Engine) commit(ctx context.Context, t *Thread, in *Input, page Page, d 
 		return Result{From: prev.State, To: prev.State, Thread: prev}, storeError(err, "committing "+string(in.Event))
 	}
 	e.cache.put(next)
-	e.after(&prev, &next, in, page, d, outcome, now)
+	e.after(&prev, &next, in, table, d, outcome, now)
 	return Result{Outcome: outcome, From: prev.State, To: next.State, Reason: reason, Thread: next}, nil
 }
 
@@ -113,10 +120,19 @@ func (e *Engine) transition(next, t *Thread, in *Input, page Page, d states.Deci
 	if in.Event == states.CustomerMessage || next.Owner != t.Owner || d.Changed() || r.Call != states.NoCall {
 		next.LastActivity = now
 	}
-	if states.Holder(next.State) == states.ObservedNone {
+	idle := states.Holder(next.State) == states.ObservedNone
+	switch {
+	case idle:
 		next.ControlExpires, next.ControlTimer = time.Time{}, time.Time{}
-	} else {
+	case r.Call == states.CallExtend:
+		next.ControlExpires = now.Add(e.cfg.ExtendBy)
+	case next.Owner != t.Owner || t.ControlExpires.IsZero():
 		next.ControlExpires = next.LastActivity.Add(e.cfg.ControlWindow)
+	default:
+		// Activity restarts Meta's window; it never shortens an extension.
+		next.ControlExpires = maxTime(t.ControlExpires, next.LastActivity.Add(e.cfg.ControlWindow))
+	}
+	if !next.ControlExpires.IsZero() {
 		// The durable timer stays where it is unless it is missing, late,
 		// or has already fired.
 		if next.ControlTimer.IsZero() || next.ControlTimer.After(next.ControlExpires) || next.ControlTimer.Before(now) {
@@ -126,6 +142,24 @@ func (e *Engine) transition(next, t *Thread, in *Input, page Page, d states.Deci
 	if d.Changed() && !in.MetaTime.IsZero() && in.MetaTime.After(next.LastMetaTime) {
 		next.LastMetaTime = in.MetaTime
 	}
+}
+
+// armExtension sets when control is to be extended: while RingCX holds the
+// thread and an agent's intervention is open, ExtendLead before control
+// expires (at once if that is past); otherwise never.
+func (e *Engine) armExtension(t *Thread, now time.Time) {
+	t.ExtendAt = time.Time{}
+	if states.Holder(t.State) != states.ObservedRingCX || t.Intervention == "" || t.ControlExpires.IsZero() {
+		return
+	}
+	t.ExtendAt = maxTime(now, t.ControlExpires.Add(-e.cfg.ExtendLead))
+}
+
+func maxTime(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // failQueue fails every content queued on the thread, in the commit c.
@@ -155,7 +189,7 @@ func appendSeen(seen []uint64, h uint64) []uint64 {
 // after runs a commit's effects: timers, gauges, metrics, and sending the
 // queue when the row flushes it (an agent's new content is sent by its
 // caller).
-func (e *Engine) after(prev, next *Thread, in *Input, page Page, d *states.Decision, outcome string, now time.Time) {
+func (e *Engine) after(prev, next *Thread, in *Input, table states.Table, d *states.Decision, outcome string, now time.Time) {
 	e.sched.sync(next)
 	e.pendMu.Lock()
 	if next.Pending != nil {
@@ -168,7 +202,7 @@ func (e *Engine) after(prev, next *Thread, in *Input, page Page, d *states.Decis
 		e.obs.ControlGranted(now.Sub(prev.Pending.RequestedAt))
 	}
 	e.obs.Transition(TransitionInfo{
-		Primary: page.Primary, Event: in.Event, From: prev.State, To: next.State,
+		Table: table, Event: in.Event, From: prev.State, To: next.State,
 		Outcome: outcome, Created: prev.Revision == 0,
 	})
 	if d != nil && d.Rule.Queue == states.QueueFlush && in.content == nil {

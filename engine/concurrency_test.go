@@ -29,9 +29,14 @@ func validRun(name string, hs []engine.HistoryEntry, final engine.Thread) []stri
 		}
 		switch e.Outcome {
 		case engine.OutcomeApplied, engine.OutcomeNoChange:
-			r, ok := states.Lookup(e.Primary, e.Event, e.Observed, e.From)
+			table, err := e.TableOf()
+			if err != nil {
+				add("%s rev %d: %v", name, e.Revision, err)
+				break
+			}
+			r, ok := states.Lookup(table, e.Event, e.Observed, e.From)
 			if !ok {
-				add("%s rev %d: %s from %s is not in the %s table", name, e.Revision, e.Event, e.From, e.Primary)
+				add("%s rev %d: %s from %s is not in the %s table", name, e.Revision, e.Event, e.From, e.Table)
 			} else if r.Dst(e.From) != e.To {
 				add("%s rev %d: %s from %s went to %s, table says %s", name, e.Revision, e.Event, e.From, e.To, r.Dst(e.From))
 			}

@@ -24,8 +24,12 @@ type Graph interface {
 	TakeThreadControl(ctx context.Context, pageID, psid, metadata string) error
 	RequestThreadControl(ctx context.Context, pageID, psid, metadata string) error
 	ReleaseThreadControl(ctx context.Context, pageID, psid string) error
+	ExtendThreadControl(ctx context.Context, pageID, psid string, d time.Duration) error
 	ThreadOwner(ctx context.Context, pageID, psid string) (appID string, expires time.Time, err error)
 	SendText(ctx context.Context, pageID, psid, text string) (messageID string, err error)
+	// FeatureStatus is the page's messaging_feature_status: the hop_v2 and
+	// msgr_multi_app flags.
+	FeatureStatus(ctx context.Context, pageID string) (hopV2, multiApp bool, err error)
 }
 
 // Observer receives what the engine does, for metrics. Its methods must be
@@ -40,11 +44,14 @@ type Observer interface {
 	// kind and what became of it (an outcome of HistoryEntry or Result,
 	// OutcomeSkipped or OutcomeError).
 	WebhookEvent(kind, outcome string)
+	// PageLearned is called when Meta's answers change what threadctl knows
+	// of a page: fact is "routing" or "takeover".
+	PageLearned(pageID, fact string)
 }
 
 // TransitionInfo describes one recorded event.
 type TransitionInfo struct {
-	Primary  states.Primary
+	Table    states.Table
 	Event    states.Event
 	From, To states.State
 	Outcome  string
@@ -56,6 +63,7 @@ type nopObserver struct{}
 func (nopObserver) Transition(TransitionInfo)    {}
 func (nopObserver) ControlGranted(time.Duration) {}
 func (nopObserver) WebhookEvent(string, string)  {}
+func (nopObserver) PageLearned(string, string)   {}
 
 // Config wires an engine. Store and Graph are required.
 type Config struct {
@@ -79,7 +87,14 @@ type Config struct {
 	// CacheSize bounds how many thread records are kept in memory (default
 	// 65536).
 	CacheSize int
+	// ExtendLead is how long before control expires an agent's open
+	// intervention extends it (default 1 h); ExtendBy is for how long
+	// (default 7 days, Meta's maximum).
+	ExtendLead, ExtendBy time.Duration
 }
+
+// MaxExtension is the longest Meta extends a thread's control for.
+const MaxExtension = 7 * 24 * time.Hour
 
 // Engine applies events to threads. Create it with New, then Start it.
 type Engine struct {
@@ -94,8 +109,10 @@ type Engine struct {
 	sched *scheduler
 	cache *threadCache
 
-	pagesMu sync.RWMutex
-	pages   map[string]Page
+	learnMu   sync.Mutex // serialises changes to a page's settings
+	pagesMu   sync.RWMutex
+	pages     map[string]Page
+	confirmed map[string]time.Time // when Meta last showed a page's routing
 
 	pendMu  sync.Mutex
 	pending map[ThreadKey]time.Time // requested at, for the oldest-request gauge
@@ -138,14 +155,21 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = 65536
 	}
+	if cfg.ExtendLead <= 0 {
+		cfg.ExtendLead = time.Hour
+	}
+	if cfg.ExtendBy <= 0 || cfg.ExtendBy > MaxExtension {
+		cfg.ExtendBy = MaxExtension
+	}
 	e := &Engine{
 		cfg: cfg, store: cfg.Store, graph: cfg.Graph, clock: cfg.Clock, log: cfg.Logger, obs: cfg.Observer,
-		pages:    map[string]Page{},
-		cache:    newThreadCache(cfg.CacheSize),
-		pending:  map[ThreadKey]time.Time{},
-		flushing: map[ThreadKey]bool{},
-		bg:       make(chan struct{}, cfg.Workers),
-		closing:  make(chan struct{}),
+		pages:     map[string]Page{},
+		confirmed: map[string]time.Time{},
+		cache:     newThreadCache(cfg.CacheSize),
+		pending:   map[ThreadKey]time.Time{},
+		flushing:  map[ThreadKey]bool{},
+		bg:        make(chan struct{}, cfg.Workers),
+		closing:   make(chan struct{}),
 	}
 	e.sched = newScheduler(cfg.Clock, e.timerDue)
 	return e, nil
@@ -167,6 +191,7 @@ func (e *Engine) Start(ctx context.Context) error {
 	}
 	e.pagesMu.Unlock()
 
+	e.checkRouting(ctx)
 	if err := e.recover(ctx); err != nil {
 		return err
 	}
@@ -208,17 +233,34 @@ func (e *Engine) Close() {
 }
 
 // SetPage creates or replaces a page's settings (from configuration). A
-// changed primary applies to later events.
+// changed primary applies to later events. What Meta taught about the page
+// (Learned) is kept.
 func (e *Engine) SetPage(ctx context.Context, p Page) error {
 	if err := validatePage(&p); err != nil {
 		return err
 	}
+	e.learnMu.Lock()
+	defer e.learnMu.Unlock()
+	e.pagesMu.RLock()
+	old, had := e.pages[p.ID]
+	e.pagesMu.RUnlock()
+	if !had {
+		stored, err := e.store.Pages(ctx)
+		if err != nil {
+			return storeError(err, "loading pages")
+		}
+		for _, sp := range stored {
+			if sp.ID == p.ID {
+				old, had = sp, true
+			}
+		}
+	}
+	p.Learned = old.Learned
 	p.UpdatedAt = e.clock.Now()
 	if err := e.store.PutPage(ctx, p); err != nil {
 		return storeError(err, "saving page "+p.ID)
 	}
 	e.pagesMu.Lock()
-	old, had := e.pages[p.ID]
 	e.pages[p.ID] = p
 	e.pagesMu.Unlock()
 	if had && old.Primary != p.Primary {
@@ -251,6 +293,11 @@ func validatePage(p *Page) error {
 	}
 	if p.PendingTimeout < 0 {
 		return errorf(CodeInvalid, nil, "page %s: pending_timeout must not be negative", p.ID)
+	}
+	if p.Routing != "" {
+		if _, err := states.ParseRouting(string(p.Routing)); err != nil {
+			return errorf(CodeInvalid, nil, "page %s: %v", p.ID, err)
+		}
 	}
 	return nil
 }

@@ -58,6 +58,13 @@ func notOwner(err error) bool {
 	return errors.As(err, &e) && e.NotThreadOwner()
 }
 
+// permissionDenied reports whether a Graph error says the page does not
+// allow the call to RingCX (see messenger.Error.PermissionDenied).
+func permissionDenied(err error) bool {
+	var e interface{ PermissionDenied() bool }
+	return errors.As(err, &e) && e.PermissionDenied()
+}
+
 // storeError wraps a store failure that is not a domain answer.
 func storeError(err error, doing string) error {
 	if err == nil {

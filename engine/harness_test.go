@@ -52,7 +52,8 @@ type harness struct {
 
 	mu       sync.Mutex
 	hookErrs []error
-	dropHO   bool // acknowledge handover webhooks without applying them
+	learned  map[string]int // Observer.PageLearned calls, by fact
+	dropHO   bool           // acknowledge handover webhooks without applying them
 }
 
 func (h *harness) dropHandovers(drop bool) {
@@ -62,8 +63,16 @@ func (h *harness) dropHandovers(drop bool) {
 }
 
 type harnessOpts struct {
-	primary        states.Primary
-	mode           string
+	primary states.Primary
+	// routing is the page's routing, at Meta and in threadctl's
+	// configuration (the Handover Protocol when empty); mode overrides the
+	// simulator's mode.
+	routing states.Routing
+	mode    string
+	// takeover is RingCX's takeover setting at Meta on Conversation Routing
+	// pages (nil: the simulator's default, off for a non-default app);
+	// configTakeover is threadctl's configuration of it (nil: unknown).
+	takeover, configTakeover *bool
 	honorRequests  bool
 	passDelay      time.Duration
 	pendingTimeout time.Duration
@@ -73,7 +82,7 @@ type harnessOpts struct {
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
 	t.Helper()
-	h := &harness{t: t, dir: t.TempDir()}
+	h := &harness{t: t, dir: t.TempDir(), learned: map[string]int{}}
 	if o.clock != nil {
 		h.clock = o.clock
 		h.now = o.clock.Now
@@ -98,13 +107,20 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	primary := map[states.Primary]string{states.PrimaryBot: botID, states.PrimaryRingCX: ringcxID}[o.primary]
 	claim := !o.noClaimIdle
 	mode := o.mode
-	if mode == "" {
+	switch {
+	case mode != "":
+	case o.routing == states.ConversationRouting && o.primary == states.PrimaryNone:
+		mode = "cr_zero"
+	case o.routing == states.ConversationRouting:
+		mode = "cr"
+	default:
 		mode = "hop_v2"
 	}
 	h.page = sim.PageConfig{
 		PageID: pageID, Mode: mode, PrimaryAppID: primary,
 		Apps: []sim.AppConfig{
-			{AppID: ringcxID, Name: "RingCX", AccessToken: "ringcx-page-token", AppSecret: "ringcx-secret", CallbackURL: hook.URL + "/webhooks/messenger", VerifyToken: "dev-verify", Fields: []string{"messages", "messaging_handovers", "standby"}},
+			{AppID: ringcxID, Name: "RingCX", AccessToken: "ringcx-page-token", AppSecret: "ringcx-secret", CallbackURL: hook.URL + "/webhooks/messenger", VerifyToken: "dev-verify", Fields: []string{"messages", "messaging_handovers", "standby"},
+				TakeoverAllowed: o.takeover},
 			{AppID: botID, Name: "Bot", AccessToken: "bot-page-token", AppSecret: "bot-secret", Fields: []string{"messages", "messaging_handovers", "standby"},
 				Bot: &sim.BotConfig{HonorRequests: o.honorRequests, PassDelayMS: int(o.passDelay / time.Millisecond), Reply: "echo", ClaimIdle: &claim}},
 			{AppID: bot2ID, Name: "Bot 2", AccessToken: "bot2-page-token", AppSecret: "bot2-secret", Fields: []string{"messages", "messaging_handovers", "standby"},
@@ -185,7 +201,7 @@ func (h *harness) closeEngine() {
 
 func (h *harness) setPrimary(o harnessOpts) {
 	h.t.Helper()
-	p := engine.Page{ID: pageID, Primary: o.primary, RingCXAppID: ringcxID, BotAppIDs: []string{botID, bot2ID}}
+	p := engine.Page{ID: pageID, Primary: o.primary, RingCXAppID: ringcxID, BotAppIDs: []string{botID, bot2ID}, Routing: o.routing, Takeover: o.configTakeover}
 	if err := h.eng.SetPage(ctx, p); err != nil {
 		h.t.Fatal(err)
 	}
@@ -250,6 +266,13 @@ func (h *harness) WebhookEvent(kind, outcome string) {
 
 func (h *harness) Transition(engine.TransitionInfo) {}
 func (h *harness) ControlGranted(time.Duration)     {}
+
+// PageLearned counts what Meta's refusals taught about the page.
+func (h *harness) PageLearned(_, fact string) {
+	h.mu.Lock()
+	h.learned[fact]++
+	h.mu.Unlock()
+}
 
 func (h *harness) fail(err error) {
 	h.mu.Lock()

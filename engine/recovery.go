@@ -6,12 +6,16 @@ import (
 	"github.com/threadctl/threadctl/states"
 )
 
+// timerEvents is the event each kind of timer fires.
+var timerEvents = map[TimerKind]states.Event{
+	TimerRequest: states.RequestExpired,
+	TimerControl: states.ControlExpired,
+	TimerExtend:  states.ControlExpiring,
+}
+
 // timerDue fires a durable timer's event in the background.
 func (e *Engine) timerDue(t Timer) {
-	ev := states.RequestExpired
-	if t.Kind == TimerControl {
-		ev = states.ControlExpired
-	}
+	ev := timerEvents[t.Kind]
 	e.background(func(ctx context.Context) {
 		res, err := e.Apply(ctx, Input{Event: ev, Key: t.Key, Cause: CauseTimer, timer: &t})
 		if err != nil {

@@ -9,16 +9,18 @@ import (
 	"github.com/threadctl/threadctl/states"
 )
 
-// TestEveryRowAgainstSimulator takes a thread to each state, per primary
-// setting, through the simulator (customer messages, Bots API calls, the
-// bot's own Graph calls), fires each event there, and checks the outcome
-// against the states table: the new state in threadctl, Meta's owner in the
-// simulator, the history entry; and for rows the table does not have, a
-// refusal (API events) or an ignored entry (webhook events). Events are
-// caused as Meta, the bot or the agent would cause them; where Meta never
-// sends an event in a state (control_passed to a thread RingCX already
-// owns), the webhook is delivered to the engine as Meta would shape it, and
-// Meta's owner is not compared.
+// TestEveryRowAgainstSimulator takes a thread to each state, per table —
+// the Handover Protocol's per primary, Conversation Routing's per default
+// app with RingCX's takeover setting on and off, and zero-config — through
+// the simulator (customer messages, Bots API calls, the bot's own Graph
+// calls), fires each event there, and checks the outcome against the table:
+// the new state in threadctl, Meta's owner in the simulator, the history
+// entry; and for rows the table does not have (or refuses), a refusal (API
+// events) or an ignored entry (webhook events). Events are caused as Meta,
+// the bot or the agent would cause them; where Meta never sends an event in
+// a state (control_passed to a thread RingCX already owns), the webhook is
+// delivered to the engine as Meta would shape it, and Meta's owner is not
+// compared.
 func TestEveryRowAgainstSimulator(t *testing.T) {
 	events := []struct {
 		event    states.Event
@@ -27,21 +29,25 @@ func TestEveryRowAgainstSimulator(t *testing.T) {
 		{states.CustomerMessage, ""}, {states.HandoverToAgent, ""}, {states.HandoverToBot, ""},
 		{states.AgentEngage, ""}, {states.ControlPassed, ""}, {states.ControlTaken, ""},
 		{states.ControlRequested, ""}, {states.InterventionClosed, ""}, {states.RequestExpired, ""},
+		{states.ControlExpiring, ""},
 		{states.OwnerObserved, states.ObservedNone}, {states.OwnerObserved, states.ObservedRingCX},
 		{states.OwnerObserved, states.ObservedOther},
 	}
 	n := 0
-	for _, p := range states.Primaries {
+	for _, tbl := range states.Tables {
 		for _, ev := range events {
 			for _, from := range states.All {
 				if ev.event == states.RequestExpired && from != states.Pending {
 					continue // its timer exists only in pending-request
 				}
-				name := fmt.Sprintf("%s/%s/%s", p, states.Rule{Event: ev.event, Observed: ev.observed}.Name(), from)
+				if ev.event == states.ControlExpiring && from != states.Agent {
+					continue // its timer exists only while RingCX holds the thread
+				}
+				name := fmt.Sprintf("%s/%s/%s", tbl, states.Rule{Event: ev.event, Observed: ev.observed}.Name(), from)
 				n++
 				t.Run(name, func(t *testing.T) {
 					t.Parallel()
-					runCell(t, p, ev.event, ev.observed, from)
+					runCell(t, tbl, ev.event, ev.observed, from)
 				})
 			}
 		}
@@ -49,19 +55,36 @@ func TestEveryRowAgainstSimulator(t *testing.T) {
 	t.Logf("%d cells", n)
 }
 
-func runCell(t *testing.T, p states.Primary, ev states.Event, obs states.Observed, from states.State) {
-	opts := harnessOpts{primary: p, noClaimIdle: true}
+// tableOpts is a harness whose page follows table tbl: at Meta (the
+// simulator's mode and RingCX's takeover setting) and in threadctl's
+// configuration.
+func tableOpts(tbl states.Table) harnessOpts {
+	o := harnessOpts{primary: tbl.Primary, routing: tbl.Routing, noClaimIdle: true}
+	if tbl.Routing == states.ConversationRouting && tbl.Primary != states.PrimaryNone {
+		o.takeover = &tbl.Takeover
+		if !tbl.Takeover {
+			o.configTakeover = new(bool)
+		}
+	}
+	return o
+}
+
+func runCell(t *testing.T, tbl states.Table, ev states.Event, obs states.Observed, from states.State) {
+	opts := tableOpts(tbl)
 	if ev == states.RequestExpired {
 		opts.pendingTimeout = 100 * time.Millisecond
 	}
 	h := newHarness(t, opts)
-	h.reach(p, from)
+	h.reach(tbl, from)
 	before := h.thread(psid)
 	if before.State != from {
 		t.Fatalf("setup reached %s, want %s", before.State, from)
 	}
-	rule, allowed := states.Lookup(p, ev, obs, from)
-	res, err, injected := h.fire(p, ev, obs, from)
+	if p, _ := h.eng.Page(pageID); p.Table(h.now()) != tbl {
+		t.Fatalf("the page follows table %s, want %s", p.Table(h.now()), tbl)
+	}
+	rule, allowed := states.Lookup(tbl, ev, obs, from)
+	res, err, injected := h.fire(tbl, ev, obs, from)
 	after := h.thread(psid)
 	last := h.lastEntry(psid)
 
@@ -96,6 +119,9 @@ func runCell(t *testing.T, p states.Primary, ev states.Event, obs states.Observe
 	for _, e := range h.history(psid)[before.Revision:] {
 		if e.Event == ev && e.Observed == obs && e.From == from && (e.Outcome == engine.OutcomeApplied || e.Outcome == engine.OutcomeNoChange) {
 			found = true
+			if e.Table != tbl.Name() {
+				t.Errorf("history %+v: decided by table %q, want %s", e, e.Table, tbl)
+			}
 			if rule.Call != states.NoCall && (len(e.Calls) == 0 || e.Calls[len(e.Calls)-1].Call != string(rule.Call) || e.Calls[len(e.Calls)-1].Outcome != "ok") {
 				t.Errorf("history %+v: want a successful %s", e, rule.Call)
 			}
@@ -103,6 +129,11 @@ func runCell(t *testing.T, p states.Primary, ev states.Event, obs states.Observe
 	}
 	if !found {
 		t.Errorf("no history entry for %s from %s; history: %v", ev, from, historySummary(h.history(psid)))
+	}
+	if ev == states.ControlExpiring {
+		if got, min := h.thread(psid).ControlExpires, h.now().Add(6*24*time.Hour); got.Before(min) {
+			t.Errorf("control expires at %s after extending, want about 7 days from now", got)
+		}
 	}
 }
 
@@ -122,8 +153,11 @@ func isAPIEvent(ev states.Event) bool {
 	return false
 }
 
-// reach takes the thread to state st through the simulator.
-func (h *harness) reach(p states.Primary, st states.State) {
+// reach takes the thread to state st through the simulator, as table tbl
+// allows. A Conversation Routing page whose takeover setting is on never
+// leaves RingCX waiting: pending-request is reached with the setting off,
+// then the configuration turns it on (as a learned refusal expiring would).
+func (h *harness) reach(tbl states.Table, st states.State) {
 	h.t.Helper()
 	must := func(_ engine.Result, err error) {
 		h.t.Helper()
@@ -131,10 +165,11 @@ func (h *harness) reach(p states.Primary, st states.State) {
 			h.t.Fatalf("reaching %s: %v", st, err)
 		}
 	}
+	cr := tbl.Routing == states.ConversationRouting
 	h.customer(psid, "hello")
 	switch st {
 	case states.Idle:
-		switch p {
+		switch tbl.Primary {
 		case states.PrimaryBot:
 			must(engine.Result{}, h.bot.PassThreadControl(ctx, pageID, psid, ringcxID, ""))
 			h.settle()
@@ -146,15 +181,23 @@ func (h *harness) reach(p states.Primary, st states.State) {
 			must(engine.Result{}, err)
 		}
 	case states.Bot, states.Pending:
-		switch p {
+		switch tbl.Primary {
 		case states.PrimaryRingCX, states.PrimaryNone:
 			must(h.apply(states.HandoverToBot, psid, botID))
 		}
 		if st == states.Pending {
-			must(h.apply(states.HandoverToAgent, psid, ""))
+			if cr && tbl.Primary != states.PrimaryNone {
+				h.setTakeover(false)
+				// An agent's content waits for the owner to pass.
+				_, err := h.eng.CreateContent(ctx, key(psid), "one moment please")
+				must(engine.Result{}, err)
+				h.setTakeover(tbl.Takeover)
+			} else {
+				must(h.apply(states.HandoverToAgent, psid, ""))
+			}
 		}
 	case states.Agent:
-		switch p {
+		switch tbl.Primary {
 		case states.PrimaryBot:
 			must(engine.Result{}, h.bot.PassThreadControl(ctx, pageID, psid, ringcxID, ""))
 		case states.PrimaryNone:
@@ -164,11 +207,38 @@ func (h *harness) reach(p states.Primary, st states.State) {
 	h.settle()
 }
 
+// setTakeover sets RingCX's takeover setting on a Conversation Routing page,
+// at Meta and in threadctl's configuration.
+func (h *harness) setTakeover(on bool) {
+	h.t.Helper()
+	pc := h.simPage()
+	pc.Apps[0].TakeoverAllowed = &on
+	if err := h.sim.PutPage(pc); err != nil {
+		h.t.Fatal(err)
+	}
+	h.page = pc
+	p, _ := h.eng.Page(pageID)
+	p.Takeover = nil
+	if !on {
+		p.Takeover = &on
+	}
+	if err := h.eng.SetPage(ctx, p); err != nil {
+		h.t.Fatal(err)
+	}
+	h.settle()
+}
+
+// botMayTake reports whether Meta lets the bot take control from RingCX:
+// the primary on Handover Protocol pages, the default app (whose takeover
+// setting is on) on Conversation Routing ones.
+func botMayTake(tbl states.Table) bool { return tbl.Primary == states.PrimaryBot }
+
 // fire causes event ev on a thread in state from, as Meta, the bot or the
 // agent would. injected reports a webhook Meta would not send in that state,
 // delivered to the engine directly.
-func (h *harness) fire(p states.Primary, ev states.Event, obs states.Observed, from states.State) (res engine.Result, err error, injected bool) {
+func (h *harness) fire(tbl states.Table, ev states.Event, obs states.Observed, from states.State) (res engine.Result, err error, injected bool) {
 	h.t.Helper()
+	cr := tbl.Routing == states.ConversationRouting
 	hook := func(app string) (engine.Result, error) {
 		return h.eng.Apply(ctx, engine.Input{Event: ev, Observed: obs, Key: key(psid), Cause: engine.CauseWebhook, AppID: app, MetaTime: h.now(), DedupKey: fmt.Sprintf("injected:%s:%d", ev, time.Now().UnixNano())})
 	}
@@ -209,7 +279,7 @@ func (h *harness) fire(p states.Primary, ev states.Event, obs states.Observed, f
 		res, err = hook(ringcxID)
 		return res, err, true
 	case states.ControlTaken:
-		if metaOwner == ringcxID && p == states.PrimaryBot {
+		if metaOwner == ringcxID && botMayTake(tbl) {
 			err = h.bot.TakeThreadControl(ctx, pageID, psid, "")
 			h.settle()
 			return engine.Result{}, err, false
@@ -217,7 +287,9 @@ func (h *harness) fire(p states.Primary, ev states.Event, obs states.Observed, f
 		res, err = hook(botID)
 		return res, err, true
 	case states.ControlRequested:
-		if metaOwner == ringcxID {
+		// Meta refuses requests on Conversation Routing pages with a
+		// default app.
+		if metaOwner == ringcxID && (!cr || tbl.Primary == states.PrimaryNone) {
 			err = h.bot.RequestThreadControl(ctx, pageID, psid, "")
 			h.settle()
 			return engine.Result{}, err, false
@@ -228,6 +300,15 @@ func (h *harness) fire(p states.Primary, ev states.Event, obs states.Observed, f
 		h.eventually(func() bool { return h.thread(psid).State != states.Pending }, func() string { return "the request did not expire" })
 		h.settle()
 		return engine.Result{}, nil, false
+	case states.ControlExpiring:
+		// The timer fires while an agent works.
+		if _, _, err := h.eng.OpenIntervention(ctx, key(psid)); err != nil {
+			return res, err, false
+		}
+		h.settle()
+		res, err = h.eng.Apply(ctx, engine.Input{Event: ev, Key: key(psid), Cause: engine.CauseTimer})
+		h.settle()
+		return res, err, false
 	case states.OwnerObserved:
 		// Make Meta's owner what is observed, then report it.
 		switch obs {
@@ -252,10 +333,19 @@ func (h *harness) fire(p states.Primary, ev states.Event, obs states.Observed, f
 				if metaOwner != "" {
 					h.ownerRelease(metaOwner)
 				}
-				if err := h.bot.TakeThreadControl(ctx, pageID, psid, ""); err != nil {
+				// Any app may claim an idle thread: take on Handover
+				// Protocol pages, pass to itself on Conversation Routing
+				// ones.
+				claim := func() error { return h.bot.TakeThreadControl(ctx, pageID, psid, "") }
+				if cr {
+					claim = func() error { return h.bot.PassThreadControl(ctx, pageID, psid, botID, "") }
+				}
+				h.dropHandovers(true)
+				if err := claim(); err != nil {
 					h.t.Fatalf("making the bot the owner: %v", err)
 				}
 				h.settle()
+				h.dropHandovers(false)
 			}
 			res, err = h.eng.Apply(ctx, engine.Input{Event: ev, Observed: obs, AppID: botID, Key: key(psid), Cause: engine.CauseCheck})
 		}

@@ -88,19 +88,20 @@ func (s *scheduler) cancel(k ThreadKey, kind TimerKind) {
 	s.mu.Unlock()
 }
 
+// timerKinds are every kind of timer a thread can have.
+var timerKinds = []TimerKind{TimerRequest, TimerControl, TimerExtend}
+
 // sync arms exactly the timers of a thread record, at their deadlines.
 func (s *scheduler) sync(t *Thread) {
-	var req, ctl bool
+	armed := map[TimerKind]bool{}
 	for _, tm := range t.deadlines() {
 		s.set(tm)
-		req = req || tm.Kind == TimerRequest
-		ctl = ctl || tm.Kind == TimerControl
+		armed[tm.Kind] = true
 	}
-	if !req {
-		s.cancel(t.Key(), TimerRequest)
-	}
-	if !ctl {
-		s.cancel(t.Key(), TimerControl)
+	for _, k := range timerKinds {
+		if !armed[k] {
+			s.cancel(t.Key(), k)
+		}
 	}
 }
 

@@ -36,6 +36,64 @@ type Page struct {
 	BotAppIDs      []string       `json:"bot_app_ids"`
 	PendingTimeout time.Duration  `json:"pending_timeout"`
 	UpdatedAt      time.Time      `json:"updated_at"`
+
+	// Routing is the page's routing as configured; "" leaves it to Meta
+	// (asked at start, learned from refusals), the Handover Protocol until
+	// Meta says otherwise.
+	Routing states.Routing `json:"routing,omitempty"`
+	// Takeover is the page's takeover setting for the RingCX app on
+	// Conversation Routing pages, as configured; nil assumes it is on
+	// until Meta refuses a take.
+	Takeover *bool `json:"takeover,omitempty"`
+	// Learned is what Meta's answers taught about the page. It outlives
+	// restarts and configuration changes, and wins over the configuration.
+	Learned Learned `json:"learned,omitzero"`
+}
+
+// Learned is what threadctl learned about a page from Meta.
+type Learned struct {
+	// Routing is the page's routing as Meta last showed it, with when and
+	// how (messaging_feature_status, or the call Meta refused).
+	Routing     states.Routing `json:"routing,omitempty"`
+	RoutingAt   time.Time      `json:"routing_at,omitzero"`
+	RoutingFrom string         `json:"routing_from,omitempty"`
+	// TakeoverOff is Meta refusing RingCX's take_thread_control on a
+	// Conversation Routing page: the takeover setting is off. It is tried
+	// again once TakeoverRecheck has passed since TakeoverAt.
+	TakeoverOff  bool      `json:"takeover_off,omitempty"`
+	TakeoverAt   time.Time `json:"takeover_at,omitzero"`
+	TakeoverFrom string    `json:"takeover_from,omitempty"`
+}
+
+// TakeoverRecheck is how long a takeover setting that Meta showed off is
+// believed before RingCX tries take_thread_control again.
+const TakeoverRecheck = 15 * time.Minute
+
+// RoutingNow is the page's routing: as Meta showed it, or as configured, or
+// the Handover Protocol.
+func (p *Page) RoutingNow() states.Routing {
+	switch {
+	case p.Learned.Routing != "":
+		return p.Learned.Routing
+	case p.Routing != "":
+		return p.Routing
+	}
+	return states.HandoverProtocol
+}
+
+// TakeoverNow reports whether RingCX may take control on the page at now,
+// as far as threadctl knows: not when configured off, nor for a while after
+// Meta refused a take; otherwise yes.
+func (p *Page) TakeoverNow(now time.Time) bool {
+	if p.Takeover != nil && !*p.Takeover {
+		return false
+	}
+	return !p.Learned.TakeoverOff || now.Sub(p.Learned.TakeoverAt) >= TakeoverRecheck
+}
+
+// Table is the transition table that applies to the page's threads at now.
+func (p *Page) Table(now time.Time) states.Table {
+	return states.TableFor(p.RoutingNow(), p.Primary, p.TakeoverNow(now))
 }
 
 // PrimaryBotApp is the bot app Meta gives idle threads to when the primary is
@@ -77,6 +135,10 @@ type Thread struct {
 	// not the timer, which on firing early is re-armed at ControlExpires;
 	// so a customer message does not rewrite the timer index.
 	ControlTimer time.Time `json:"control_timer,omitzero"`
+	// ExtendAt is when control is extended (control_expiring) because an
+	// agent's intervention is open while RingCX holds the thread: some time
+	// before ControlExpires. Zero otherwise.
+	ExtendAt     time.Time `json:"extend_at,omitzero"`
 	LastMetaTime time.Time `json:"last_meta_time,omitzero"` // timestamp of the last webhook that changed the thread
 	Seen         []uint64  `json:"seen,omitempty"`          // hashes of the last webhook events applied, for de-duplication
 
@@ -114,10 +176,20 @@ type HistoryEntry struct {
 	To       states.State    `json:"to"`
 	Owner    string          `json:"owner_app_id,omitempty"`
 	Primary  states.Primary  `json:"primary"`
+	Table    string          `json:"table,omitempty"` // the table that decided; "" before tables had names (the primary's)
 	Outcome  string          `json:"outcome"`
 	Reason   string          `json:"reason,omitempty"`
 	Calls    []CallRecord    `json:"calls,omitempty"`
 	MetaTime time.Time       `json:"meta_time,omitzero"`
+}
+
+// TableOf is the table that decided the entry: named, or for entries
+// written before tables had names, the Handover Protocol's of its primary.
+func (h *HistoryEntry) TableOf() (states.Table, error) {
+	if h.Table == "" {
+		return states.HOP(h.Primary), nil
+	}
+	return states.ParseTable(h.Table)
 }
 
 // CallRecord is one Graph API call made while applying an event.
@@ -191,6 +263,7 @@ type TimerKind uint8
 const (
 	TimerRequest TimerKind = 1 // the pending request's deadline
 	TimerControl TimerKind = 2 // Meta's 24 h control window
+	TimerExtend  TimerKind = 3 // extend control while an agent works
 )
 
 func (k TimerKind) String() string {
@@ -199,6 +272,8 @@ func (k TimerKind) String() string {
 		return "request_expiry"
 	case TimerControl:
 		return "control_expiry"
+	case TimerExtend:
+		return "control_extension"
 	}
 	return "unknown"
 }
@@ -220,6 +295,9 @@ func (t *Thread) Timers() []Timer {
 	if !t.ControlTimer.IsZero() {
 		out = append(out, Timer{Kind: TimerControl, Key: t.Key(), Due: t.ControlTimer})
 	}
+	if !t.ExtendAt.IsZero() {
+		out = append(out, Timer{Kind: TimerExtend, Key: t.Key(), Due: t.ExtendAt})
+	}
 	return out
 }
 
@@ -231,6 +309,9 @@ func (t *Thread) deadlines() []Timer {
 	}
 	if !t.ControlExpires.IsZero() {
 		out = append(out, Timer{Kind: TimerControl, Key: t.Key(), Due: t.ControlExpires})
+	}
+	if !t.ExtendAt.IsZero() {
+		out = append(out, Timer{Kind: TimerExtend, Key: t.Key(), Due: t.ExtendAt})
 	}
 	return out
 }

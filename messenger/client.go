@@ -116,6 +116,34 @@ func (c *Client) ThreadOwner(ctx context.Context, pageID, psid string) (appID st
 	return owner, exp, nil
 }
 
+// FeatureStatus asks Meta how the page routes its conversations
+// (GET /{page}?fields=messaging_feature_status). Meta documents the answer's
+// shape but not what each flag means: hopV2 is the "hop_v2" flag, multiApp
+// the "msgr_multi_app" flag, which the Conversation Routing docs use to tell
+// whether Conversation Routing is on.
+func (c *Client) FeatureStatus(ctx context.Context, pageID string) (hopV2, multiApp bool, err error) {
+	var out struct {
+		Status *struct {
+			HOPv2    bool `json:"hop_v2"`
+			MultiApp bool `json:"msgr_multi_app"`
+		} `json:"messaging_feature_status"`
+	}
+	q := url.Values{"fields": {"messaging_feature_status"}}
+	err = c.call(ctx, "messaging_feature_status", http.MethodGet, pageID, q, nil, func(b []byte) error {
+		if err := decodeJSON(b, &out); err != nil {
+			return err
+		}
+		if out.Status == nil {
+			return fmt.Errorf("graph api answer has no messaging_feature_status: %.200s", b)
+		}
+		return nil
+	})
+	if err != nil {
+		return false, false, err
+	}
+	return out.Status.HOPv2, out.Status.MultiApp, nil
+}
+
 // App is an application connected to a page.
 type App struct {
 	ID   ID     `json:"id"`
@@ -311,9 +339,12 @@ func (c *Client) endpoint(pageID, name string, q url.Values, creds Credentials) 
 	if version == "" {
 		version = DefaultVersion
 	}
-	edge := name
-	if name == "send_message" {
-		edge = "messages"
+	edge := "/" + name
+	switch name {
+	case "send_message":
+		edge = "/messages"
+	case "messaging_feature_status":
+		edge = "" // a field of the page node
 	}
 	v := url.Values{}
 	for k, vs := range q {
@@ -323,7 +354,7 @@ func (c *Client) endpoint(pageID, name string, q url.Values, creds Credentials) 
 	if creds.AppSecret != "" {
 		v.Set("appsecret_proof", AppSecretProof(creds.AccessToken, creds.AppSecret))
 	}
-	return base + "/" + version + "/" + url.PathEscape(pageID) + "/" + edge + "?" + v.Encode()
+	return base + "/" + version + "/" + url.PathEscape(pageID) + edge + "?" + v.Encode()
 }
 
 // AppSecretProof is the hex HMAC-SHA256 of an access token keyed with the app

@@ -242,3 +242,29 @@ func TestClientRateLimitedError(t *testing.T) {
 		t.Errorf("attempts = %d, want 3 (retried twice)", got)
 	}
 }
+
+func TestFeatureStatus(t *testing.T) {
+	for _, tc := range []struct {
+		mode, primary   string
+		hopV2, multiApp bool
+	}{
+		{"hop_v2", botID, true, false},
+		{"cr", botID, false, true},
+		{"cr_zero", "", false, true},
+	} {
+		t.Run(tc.mode, func(t *testing.T) {
+			f := newSim(t)
+			err := f.sim.PutPage(sim.PageConfig{PageID: pageID, Mode: tc.mode, PrimaryAppID: tc.primary, Apps: []sim.AppConfig{
+				{AppID: ringcxID, Name: "RingCX", AccessToken: "ringcx-page-token", AppSecret: "ringcx-secret"},
+				{AppID: botID, Name: "Bot", AccessToken: "bot-page-token", AppSecret: "bot-secret"},
+			}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			hop, multi, err := f.ringcx.FeatureStatus(ctx, pageID)
+			if err != nil || hop != tc.hopV2 || multi != tc.multiApp {
+				t.Errorf("FeatureStatus = %v, %v, %v; want %v, %v", hop, multi, err, tc.hopV2, tc.multiApp)
+			}
+		})
+	}
+}

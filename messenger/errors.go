@@ -13,6 +13,7 @@ const (
 	CodePermission    = 10
 	CodeInvalidParam  = 100
 	CodeInvalidToken  = 190
+	CodePermissions   = 200
 	CodeRateLimit     = 613
 	SubcodeNotOwner   = 2534037 // with code 100: "not the thread owner"
 	SubcodeSendDenied = 2018300 // with code 10: "another app is controlling this thread"
@@ -54,6 +55,16 @@ func (e *Error) NotThreadOwner() bool {
 		return true
 	}
 	return false
+}
+
+// PermissionDenied reports whether Meta refused the call because the page's
+// setup does not allow it to this app: "Permissions error" (code 200), or
+// code 10 without a thread-owner subcode. On Conversation Routing pages this
+// is how a request for control (refused on pages with a default app) or a
+// take without the takeover setting is refused; Meta does not document the
+// exact code, and both forms are seen.
+func (e *Error) PermissionDenied() bool {
+	return e.Code == CodePermissions || (e.Code == CodePermission && !e.NotThreadOwner())
 }
 
 // RateLimited reports whether Meta refused the call for rate limiting (613 or 4).

@@ -19,6 +19,9 @@ type ThreadView struct {
 	OwnerAppID        string            `json:"owner_app_id"`
 	Primary           states.Primary    `json:"primary"`
 	PrimaryAtLast     states.Primary    `json:"primary_at_last_transition"`
+	Routing           states.Routing    `json:"routing"`
+	Table             string            `json:"table"`
+	Page              *PageView         `json:"page,omitempty"`
 	Revision          uint64            `json:"revision"`
 	Intervention      *InterventionRef  `json:"intervention"`
 	PendingRequest    *PendingView      `json:"pending_request"`
@@ -31,6 +34,27 @@ type ThreadView struct {
 	Transitions       []TransitionView  `json:"transitions,omitempty"`
 	NextBefore        uint64            `json:"transitions_before,omitempty"`
 	Links             map[string]string `json:"links,omitempty"`
+}
+
+// PageView is how threadctl sees a page: its routing and, on Conversation
+// Routing pages, RingCX's takeover setting, as configured and as Meta's
+// answers taught.
+type PageView struct {
+	ID                 string         `json:"page_id"`
+	Primary            states.Primary `json:"primary"`
+	Routing            states.Routing `json:"routing"`
+	RoutingConfigured  states.Routing `json:"routing_configured,omitempty"`
+	Takeover           bool           `json:"takeover"`
+	TakeoverConfigured *bool          `json:"takeover_configured,omitempty"`
+	Table              string         `json:"table"`
+	Learned            engine.Learned `json:"learned"`
+}
+
+func pageView(p engine.Page, now time.Time) *PageView {
+	return &PageView{
+		ID: p.ID, Primary: p.Primary, Routing: p.RoutingNow(), RoutingConfigured: p.Routing,
+		Takeover: p.TakeoverNow(now), TakeoverConfigured: p.Takeover, Table: p.Table(now).Name(), Learned: p.Learned,
+	}
 }
 
 // InterventionRef names a thread's open intervention.
@@ -71,11 +95,13 @@ type CallView struct {
 	DurationMS float64 `json:"duration_ms"`
 }
 
-func threadView(t engine.Thread, page engine.Page) ThreadView {
+func threadView(t engine.Thread, page engine.Page, now time.Time) ThreadView {
+	table := page.Table(now)
 	v := ThreadView{
 		IdentityForeignID: t.PSID, PageID: t.PageID, State: t.State, OwnerAppID: t.Owner,
 		Primary: page.Primary, PrimaryAtLast: t.Primary, Revision: t.Revision,
-		AvailableEvents: states.Allowed(page.Primary, states.Facts{State: t.State, Owner: t.Owner, InterventionOpen: t.Intervention != ""}),
+		Routing: page.RoutingNow(), Table: table.Name(),
+		AvailableEvents: states.Allowed(table, states.Facts{State: t.State, Owner: t.Owner, InterventionOpen: t.Intervention != ""}),
 		LastActivityAt:  t.LastActivity, CreatedAt: t.CreatedAt, UpdatedAt: t.UpdatedAt,
 		QueuedContents: []ContentView{},
 	}
@@ -113,7 +139,8 @@ func ThreadDetail(c echo.Context, eng *engine.Engine, key engine.ThreadKey, limi
 		return ThreadView{}, err
 	}
 	page, _ := eng.Page(key.PageID)
-	v := threadView(t, page)
+	v := threadView(t, page, eng.Now())
+	v.Page = pageView(page, eng.Now())
 	queued, err := eng.Queue(ctx, key)
 	if err != nil {
 		return v, err
@@ -212,7 +239,7 @@ func ListThreads(c echo.Context, eng *engine.Engine, f engine.ListFilter) (Threa
 	out := ThreadList{Threads: []ThreadView{}, NextCursor: next}
 	for _, t := range threads {
 		page, _ := eng.Page(t.PageID)
-		out.Threads = append(out.Threads, threadView(t, page))
+		out.Threads = append(out.Threads, threadView(t, page, eng.Now()))
 	}
 	return out, nil
 }

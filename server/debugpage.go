@@ -10,6 +10,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -348,6 +349,7 @@ func (s *Server) debugThread(c echo.Context) error {
 		SVGURL:     l.url("/diagrams/threads/"+pathID+".svg", pq),
 		MermaidURL: l.url("/diagrams/threads/"+pathID+".mmd", pq),
 	}
+	table, _ := states.ParseTable(v.Table)
 	owner := v.OwnerAppID
 	if owner == "" {
 		owner = "none"
@@ -356,6 +358,8 @@ func (s *Server) debugThread(c echo.Context) error {
 		{Label: "Page", Value: v.PageID},
 		{Label: "Owner app", Value: owner, Note: p.OwnerRole},
 		{Label: "Primary", Value: string(v.Primary), Note: primaryNote(v)},
+		{Label: "Routing", Value: string(v.Routing), Note: routingNote(v.Page)},
+		{Label: "Table", Value: v.Table, Note: table.Title()},
 		{Label: "Revision", Value: strconv.FormatUint(v.Revision, 10)},
 		{Label: "Last activity", Time: showTime(v.LastActivityAt, now)},
 	}
@@ -404,15 +408,15 @@ func (s *Server) debugThread(c echo.Context) error {
 			}
 		}
 	}
-	svg, err := diagrams.SVG(c.Request().Context(), diagrams.DOT(v.Primary, h))
+	svg, err := diagrams.SVG(c.Request().Context(), diagrams.DOT(table, h))
 	switch {
 	case err == nil:
 		p.Diagram = inlineSVG(svg)
 	case errors.Is(err, diagrams.ErrNoGraphviz):
-		p.DiagramErr, p.Mermaid = err.Error(), diagrams.Mermaid(v.Primary, h)
+		p.DiagramErr, p.Mermaid = err.Error(), diagrams.Mermaid(table, h)
 	default:
 		s.log.Warn("debug page: drawing the state diagram", "request_id", requestID(c), "err", err)
-		p.DiagramErr, p.Mermaid = "Graphviz failed to draw the diagram: "+err.Error(), diagrams.Mermaid(v.Primary, h)
+		p.DiagramErr, p.Mermaid = "Graphviz failed to draw the diagram: "+err.Error(), diagrams.Mermaid(table, h)
 	}
 
 	for _, tr := range v.Transitions {
@@ -447,6 +451,30 @@ func (s *Server) debugThread(c echo.Context) error {
 		p.NewestURL = l.thread(key.PageID, key.PSID, nil)
 	}
 	return s.renderDebug(c, http.StatusOK, "thread", p)
+}
+
+// routingNote says where the page's routing and takeover setting come from.
+func routingNote(p *PageView) string {
+	if p == nil {
+		return ""
+	}
+	var notes []string
+	if p.Learned.RoutingFrom != "" {
+		notes = append(notes, "learned from Meta: "+p.Learned.RoutingFrom)
+	} else if p.RoutingConfigured != "" {
+		notes = append(notes, "configured")
+	}
+	if p.Routing == states.ConversationRouting && p.Primary != states.PrimaryNone {
+		t := "RingCX's takeover setting on"
+		if !p.Takeover {
+			t = "RingCX's takeover setting off"
+		}
+		if p.Learned.TakeoverFrom != "" {
+			t += " (learned: " + p.Learned.TakeoverFrom + ")"
+		}
+		notes = append(notes, t)
+	}
+	return strings.Join(notes, "; ")
 }
 
 func primaryNote(v ThreadView) string {

@@ -25,7 +25,7 @@ var contentTypes = map[string]string{
 // while the process runs.
 type svgCache struct {
 	mu  sync.Mutex
-	svg map[states.Primary][]byte
+	svg map[states.Table][]byte
 }
 
 // splitFile splits "bot.svg" into "bot" and a known format.
@@ -38,17 +38,18 @@ func splitFile(file string) (name, format string, err error) {
 	return strings.TrimSuffix(file, ext), format, nil
 }
 
-// stateDiagram is GET /diagrams/{primary}.{mmd|dot|svg}.
+// stateDiagram is GET /diagrams/{table}.{mmd|dot|svg}: bot, ringcx and none
+// are the Handover Protocol's tables, cr-… Conversation Routing's.
 func (s *Server) stateDiagram(c echo.Context) error {
 	name, format, err := splitFile(c.Param("file"))
 	if err != nil {
 		return err
 	}
-	p, err := states.ParsePrimary(name)
+	t, err := states.ParseTable(name)
 	if err != nil {
 		return &apiError{status: http.StatusNotFound, msg: err.Error()}
 	}
-	return s.renderState(c, p, nil, format)
+	return s.renderState(c, t, nil, format)
 }
 
 // threadDiagram is GET /diagrams/threads/{identity_foreign_id}.{mmd|dot|svg}:
@@ -71,7 +72,7 @@ func (s *Server) threadDiagram(c echo.Context) error {
 		return err
 	}
 	page, _ := s.cfg.Engine.Page(key.PageID)
-	return s.renderState(c, page.Primary, ThreadHighlight(t, hist, 3), format)
+	return s.renderState(c, page.Table(s.cfg.Engine.Now()), ThreadHighlight(t, hist, 3), format)
 }
 
 // ThreadHighlight marks a thread's state and its last n transitions that
@@ -89,7 +90,7 @@ func ThreadHighlight(t engine.Thread, newestFirst []engine.HistoryEntry, n int) 
 	return h
 }
 
-func (s *Server) renderState(c echo.Context, p states.Primary, h *diagrams.Highlight, format string) error {
+func (s *Server) renderState(c echo.Context, p states.Table, h *diagrams.Highlight, format string) error {
 	var body []byte
 	switch format {
 	case "mmd":
@@ -106,7 +107,7 @@ func (s *Server) renderState(c echo.Context, p states.Primary, h *diagrams.Highl
 }
 
 // StateSVG renders a state diagram to SVG (cached without highlight).
-func (s *Server) stateSVG(c echo.Context, p states.Primary, h *diagrams.Highlight) ([]byte, error) {
+func (s *Server) stateSVG(c echo.Context, p states.Table, h *diagrams.Highlight) ([]byte, error) {
 	if h == nil {
 		s.svgs.mu.Lock()
 		cached := s.svgs.svg[p]
@@ -125,7 +126,7 @@ func (s *Server) stateSVG(c echo.Context, p states.Primary, h *diagrams.Highligh
 	if h == nil {
 		s.svgs.mu.Lock()
 		if s.svgs.svg == nil {
-			s.svgs.svg = map[states.Primary][]byte{}
+			s.svgs.svg = map[states.Table][]byte{}
 		}
 		s.svgs.svg[p] = svg
 		s.svgs.mu.Unlock()

@@ -25,6 +25,7 @@ type Metrics struct {
 	graphCalls     *prometheus.CounterVec
 	graphDuration  *prometheus.HistogramVec
 	webhookEvents  *prometheus.CounterVec
+	pageLearned    *prometheus.CounterVec
 	threads        *prometheus.GaugeVec
 	controlWait    prometheus.Histogram
 	commitDuration prometheus.Histogram
@@ -44,8 +45,8 @@ func NewMetrics(pending func() (n int, oldest time.Time), now func() time.Time) 
 	m := &Metrics{reg: reg}
 	m.transitions = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "threadctl_transitions_total",
-		Help: "Events recorded on threads, by page primary, event, source and destination state, and outcome (applied, no_change, ignored, failed).",
-	}, []string{"primary", "event", "from", "to", "outcome"})
+		Help: "Events recorded on threads, by the table that decided (the page's routing and primary: bot, ringcx, none, cr-bot, …), event, source and destination state, and outcome (applied, no_change, ignored, failed).",
+	}, []string{"table", "event", "from", "to", "outcome"})
 	m.handovers = f.NewCounterVec(prometheus.CounterOpts{
 		Name: "threadctl_handover_requests_total",
 		Help: "Bots API handover calls, by direction (to_agent, to_bot) and outcome (success or the error's HTTP status).",
@@ -63,6 +64,13 @@ func NewMetrics(pending func() (n int, oldest time.Time), now func() time.Time) 
 		Name: "threadctl_webhook_events_total",
 		Help: "Meta webhook events, by kind and outcome (applied, no_change, ignored, duplicate, failed, skipped, error).",
 	}, []string{"kind", "outcome"})
+	m.pageLearned = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "threadctl_page_learned_total",
+		Help: "Changes to how threadctl sees a page that Meta's answers taught (a refusal, messaging_feature_status), by fact: routing (Handover Protocol or Conversation Routing) or takeover (RingCX's takeover setting).",
+	}, []string{"fact"})
+	for _, fact := range []string{"routing", "takeover"} {
+		m.pageLearned.WithLabelValues(fact)
+	}
 	m.threads = f.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "threadctl_threads",
 		Help: "Threads in each state, kept from the store's counts and every transition.",
@@ -127,7 +135,7 @@ func (m *Metrics) SetThreadCounts(counts map[states.State]int) {
 
 // Transition counts a recorded event and keeps the per-state gauge.
 func (m *Metrics) Transition(t engine.TransitionInfo) {
-	m.transitions.WithLabelValues(string(t.Primary), string(t.Event), string(t.From), string(t.To), t.Outcome).Inc()
+	m.transitions.WithLabelValues(t.Table.Name(), string(t.Event), string(t.From), string(t.To), t.Outcome).Inc()
 	switch {
 	case t.Created:
 		m.threads.WithLabelValues(string(t.To)).Inc()
@@ -136,6 +144,10 @@ func (m *Metrics) Transition(t engine.TransitionInfo) {
 		m.threads.WithLabelValues(string(t.To)).Inc()
 	}
 }
+
+// PageLearned counts a change Meta's answers made to how threadctl sees a
+// page.
+func (m *Metrics) PageLearned(pageID, fact string) { m.pageLearned.WithLabelValues(fact).Inc() }
 
 // ControlGranted observes the wait from a request to control passed.
 func (m *Metrics) ControlGranted(wait time.Duration) { m.controlWait.Observe(wait.Seconds()) }

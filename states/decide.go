@@ -45,14 +45,24 @@ func (e *OwnedByOtherError) Error() string {
 
 // NotAllowedError is an event the table has no row for in the thread's state.
 type NotAllowedError struct {
-	Primary Primary
-	Event   string
-	State   State
+	Table Table
+	Event string
+	State State
 }
 
 func (e *NotAllowedError) Error() string {
-	return fmt.Sprintf("%s is not allowed in state %s (primary %s)", e.Event, e.State, e.Primary)
+	return fmt.Sprintf("%s is not allowed in state %s (table %s)", e.Event, e.State, e.Table)
 }
+
+// RefusedError is an event a refusal row refuses, with what to do instead.
+type RefusedError struct {
+	Rule Rule
+}
+
+func (e *RefusedError) Error() string { return e.Rule.Refuse }
+
+// ErrNoIntervention ignores control_expiring when no agent is working.
+var ErrNoIntervention = errors.New("no intervention is open: control is left to expire")
 
 // guards are the tables' conditions beyond the state, run as looplab/fsm
 // before_<event> callbacks; an error cancels the event.
@@ -72,51 +82,73 @@ var guards = map[Event]func(Facts) error{
 		}
 		return nil
 	},
+	ControlExpiring: func(f Facts) error {
+		if !f.InterventionOpen {
+			return ErrNoIntervention
+		}
+		return nil
+	},
 }
 
 var (
-	tables    = map[Primary][]Rule{}
-	fsmTables = map[Primary]fsm.Events{}
-	machines  = map[Primary]*sync.Pool{}
+	tables    = map[Table][]Rule{}
+	fsmTables = map[Table]fsm.Events{}
+	machines  = map[Table]*sync.Pool{}
 )
 
 func init() {
-	for _, p := range Primaries {
-		if err := validate(p); err != nil {
-			panic("states: table for primary " + string(p) + ": " + err.Error())
+	for _, t := range Tables {
+		if err := validate(t); err != nil {
+			panic("states: table " + t.Name() + ": " + err.Error())
 		}
-		tables[p] = Rules(p)
-		fsmTables[p] = FSMEvents(p)
-		machines[p] = &sync.Pool{New: func() any { return newMachine(p) }}
+		tables[t] = Rules(t)
+		fsmTables[t] = FSMEvents(t)
+		machines[t] = &sync.Pool{New: func() any { return newMachine(t) }}
 	}
 }
 
-// newMachine builds a looplab/fsm machine for a primary's table, with the
-// guards as before_<event> callbacks that read the Facts passed to Event.
-// Machines are pooled: building one costs more than deciding with it.
-func newMachine(p Primary) *fsm.FSM {
+// newMachine builds a looplab/fsm machine for table t. Its before_<event>
+// callbacks read the Facts passed to Event and cancel the event with a
+// refusal row's error, or with the event's guard's.
+func newMachine(t Table) *fsm.FSM {
 	callbacks := fsm.Callbacks{}
-	for _, r := range tables[p] {
-		g := guards[r.Event]
-		if g == nil {
+	refusals := map[string][]Rule{}
+	for _, r := range tables[t] {
+		if r.Refuse != "" {
+			refusals[r.Name()] = append(refusals[r.Name()], r)
+		}
+	}
+	for _, r := range tables[t] {
+		name, g := r.Name(), guards[r.Event]
+		if _, done := callbacks["before_"+name]; done || (g == nil && refusals[name] == nil) {
 			continue
 		}
-		callbacks["before_"+r.Name()] = func(_ context.Context, ev *fsm.Event) {
+		callbacks["before_"+name] = func(_ context.Context, ev *fsm.Event) {
+			for _, rr := range refusals[name] {
+				if slices.Contains(rr.From, State(ev.Src)) {
+					ev.Cancel(&RefusedError{Rule: rr})
+					return
+				}
+			}
+			if g == nil {
+				return
+			}
 			if err := g(ev.Args[0].(Facts)); err != nil {
 				ev.Cancel(err)
 			}
 		}
 	}
-	return fsm.NewFSM(string(Idle), fsmTables[p], callbacks)
+	return fsm.NewFSM(string(Idle), fsmTables[t], callbacks)
 }
 
 // Decide runs event (with observed, for owner_observed) through a looplab/fsm
-// machine built from the primary's table and set to the thread's state. It
-// returns the rule that applies, or a *NotAllowedError, or the guard's error.
-func Decide(ctx context.Context, p Primary, e Event, o Observed, f Facts) (Decision, error) {
-	pool, ok := machines[p]
+// machine built from table t and set to the thread's state. It returns the
+// rule that applies, or a *NotAllowedError, a *RefusedError, or the guard's
+// error. Machines are pooled: building one costs more than deciding with it.
+func Decide(ctx context.Context, t Table, e Event, o Observed, f Facts) (Decision, error) {
+	pool, ok := machines[t]
 	if !ok {
-		return Decision{}, fmt.Errorf("unknown primary %q", p)
+		return Decision{}, fmt.Errorf("unknown table %+v", t)
 	}
 	m := pool.Get().(*fsm.FSM)
 	defer pool.Put(m)
@@ -132,17 +164,17 @@ func Decide(ctx context.Context, p Primary, e Event, o Observed, f Facts) (Decis
 	case errors.As(err, &canceled):
 		return Decision{}, canceled.Err
 	default:
-		return Decision{}, &NotAllowedError{Primary: p, Event: name, State: f.State}
+		return Decision{}, &NotAllowedError{Table: t, Event: name, State: f.State}
 	}
-	r, ok := lookup(p, e, o, f.State)
+	r, ok := lookup(t, e, o, f.State)
 	if !ok {
 		return Decision{}, fmt.Errorf("states: fsm allowed %s in %s but the table has no row", name, f.State)
 	}
 	return Decision{Rule: r, From: f.State, To: State(m.Current())}, nil
 }
 
-func lookup(p Primary, e Event, o Observed, from State) (Rule, bool) {
-	for _, r := range tables[p] {
+func lookup(t Table, e Event, o Observed, from State) (Rule, bool) {
+	for _, r := range tables[t] {
 		if r.Event == e && r.Observed == o && slices.Contains(r.From, from) {
 			return r, true
 		}

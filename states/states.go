@@ -5,7 +5,10 @@
 // tables; nothing else defines the machine. The package does no I/O.
 package states
 
-import "fmt"
+import (
+	"fmt"
+	"strings"
+)
 
 // State is where a thread is in the handover protocol.
 type State string
@@ -54,6 +57,107 @@ func ParsePrimary(s string) (Primary, error) {
 	return "", fmt.Errorf("unknown primary %q (want bot, ringcx or none)", s)
 }
 
+// Routing is how a page shares its threads between apps: Meta's Handover
+// Protocol, or Conversation Routing, where every Messenger page has been
+// since September 2025 (SPEC.md §2.1).
+type Routing string
+
+// The two routings.
+const (
+	HandoverProtocol    Routing = "handover_protocol"
+	ConversationRouting Routing = "conversation_routing"
+)
+
+// ParseRouting returns the routing named s.
+func ParseRouting(s string) (Routing, error) {
+	switch Routing(s) {
+	case HandoverProtocol, ConversationRouting:
+		return Routing(s), nil
+	}
+	return "", fmt.Errorf("unknown routing %q (want handover_protocol or conversation_routing)", s)
+}
+
+// Table names one transition table: the page's routing, its primary app
+// (on Conversation Routing pages, its default app; none is zero-config)
+// and, on Conversation Routing pages with a default app, whether RingCX may
+// take control (the page's takeover setting for the RingCX app).
+type Table struct {
+	Routing  Routing
+	Primary  Primary
+	Takeover bool
+}
+
+// TableFor is the table of a page with these settings. The takeover setting
+// matters only on Conversation Routing pages with a default app: the
+// Handover Protocol lets the primary take, and zero-config blocks take.
+func TableFor(r Routing, p Primary, takeover bool) Table {
+	if r != ConversationRouting || p == PrimaryNone {
+		takeover = false
+	}
+	if r == "" {
+		r = HandoverProtocol
+	}
+	return Table{Routing: r, Primary: p, Takeover: takeover}
+}
+
+// HOP is the Handover Protocol table of a primary setting.
+func HOP(p Primary) Table { return TableFor(HandoverProtocol, p, false) }
+
+// Tables lists every table in a stable order: the Handover Protocol's, then
+// Conversation Routing's.
+var Tables = []Table{
+	HOP(PrimaryBot), HOP(PrimaryRingCX), HOP(PrimaryNone),
+	TableFor(ConversationRouting, PrimaryBot, true), TableFor(ConversationRouting, PrimaryBot, false),
+	TableFor(ConversationRouting, PrimaryRingCX, true), TableFor(ConversationRouting, PrimaryRingCX, false),
+	TableFor(ConversationRouting, PrimaryNone, false),
+}
+
+// Name is the table's short name, as in URLs and file names: the primary
+// ("bot", "ringcx", "none") for the Handover Protocol; "cr-" and the
+// default app, with "-no-takeover" when RingCX may not take, for
+// Conversation Routing.
+func (t Table) Name() string {
+	if t.Routing != ConversationRouting {
+		return string(t.Primary)
+	}
+	n := "cr-" + string(t.Primary)
+	if t.Primary != PrimaryNone && !t.Takeover {
+		n += "-no-takeover"
+	}
+	return n
+}
+
+// Title describes the table for people.
+func (t Table) Title() string {
+	if t.Routing != ConversationRouting {
+		return "Handover Protocol, primary = " + string(t.Primary)
+	}
+	if t.Primary == PrimaryNone {
+		return "Conversation Routing, no default app (zero-config)"
+	}
+	takeover := "RingCX may take control"
+	if !t.Takeover {
+		takeover = "RingCX's takeover setting off"
+	}
+	return "Conversation Routing, default app = " + string(t.Primary) + ", " + takeover
+}
+
+func (t Table) String() string { return t.Name() }
+
+// ParseTable returns the table named s (see Name).
+func ParseTable(s string) (Table, error) {
+	for _, t := range Tables {
+		if t.Name() == s {
+			return t, nil
+		}
+	}
+	names := make([]string, len(Tables))
+	for i, t := range Tables {
+		names[i] = t.Name()
+	}
+	return Table{}, fmt.Errorf("unknown table %q (want one of %s)", s, strings.Join(names, ", "))
+}
+
 // Event is something that happens to a thread.
 type Event string
 
@@ -69,6 +173,7 @@ const (
 	InterventionClosed Event = "intervention_closed" // the agent closed the intervention
 	RequestExpired     Event = "request_expired"     // timer: the pending request's deadline
 	ControlExpired     Event = "control_expired"     // timer: 24 h without activity
+	ControlExpiring    Event = "control_expiring"    // timer: control is about to expire while an agent works
 	OwnerObserved      Event = "owner_observed"      // Meta told us who owns the thread
 	PrimaryChanged     Event = "primary_changed"     // the page's primary app changed
 )
@@ -77,7 +182,7 @@ const (
 var Events = []Event{
 	CustomerMessage, HandoverToAgent, HandoverToBot, AgentEngage, ControlPassed,
 	ControlTaken, ControlRequested, InterventionClosed, RequestExpired,
-	ControlExpired, OwnerObserved, PrimaryChanged,
+	ControlExpired, ControlExpiring, OwnerObserved, PrimaryChanged,
 }
 
 // ParseEvent returns the event named s.
@@ -118,4 +223,19 @@ const (
 	CallTake    Call = "take_thread_control"
 	CallPass    Call = "pass_thread_control" // to the event's app id
 	CallRelease Call = "release_thread_control"
+	CallExtend  Call = "extend_thread_control"
+)
+
+// Target is who a pass_thread_control gives control to.
+type Target string
+
+// The targets of a pass.
+const (
+	// TargetEventApp is the app the event names: handover_to_bot's app_id,
+	// the app that requested control.
+	TargetEventApp Target = ""
+	// TargetRingCX is RingCX itself: on Conversation Routing pages any app
+	// may pass an idle thread, itself included, which claims it without
+	// take_thread_control (and so without the takeover setting).
+	TargetRingCX Target = "ringcx"
 )

@@ -8,27 +8,49 @@ import (
 	"testing"
 )
 
-// spec is SPEC.md §2's table written out cell by cell, independently of
-// Rules: for each primary, event and state, the destination and call, or ""
-// when the event is not allowed there. "=" means no change.
+// spec is SPEC.md §2's and §2.1's tables written out cell by cell,
+// independently of Rules: for each table, event and state, the destination
+// and call, or no entry when the event is not allowed there. "=" means no
+// change, "refused" a refusal with what to do instead.
 type cell struct {
-	to   string
-	call Call
+	to     string
+	call   Call
+	target Target
 }
 
-func spec(p Primary) map[string]map[State]cell {
+func spec(t Table) map[string]map[State]cell {
+	cr, zero := t.Routing == ConversationRouting, t.Primary == PrimaryNone
 	pick := func(bot, ringcx, none cell) cell {
-		return map[Primary]cell{PrimaryBot: bot, PrimaryRingCX: ringcx, PrimaryNone: none}[p]
+		return map[Primary]cell{PrimaryBot: bot, PrimaryRingCX: ringcx, PrimaryNone: none}[t.Primary]
+	}
+	// route picks a cell for the Handover Protocol, Conversation Routing with
+	// takeover on, off, and zero-config.
+	route := func(hop, on, off, zeroCfg cell) cell {
+		switch {
+		case !cr:
+			return hop
+		case zero:
+			return zeroCfg
+		case t.Takeover:
+			return on
+		}
+		return off
 	}
 	same := cell{to: "="}
+	takeAgent := cell{to: "agent", call: CallTake}
+	request := cell{to: "pending-request", call: CallRequest}
+	idle := takeAgent
+	if cr {
+		idle = cell{to: "agent", call: CallPass, target: TargetRingCX}
+	}
 	return map[string]map[State]cell{
 		"customer_message": {
 			Idle: pick(cell{to: "bot"}, cell{to: "agent"}, same),
 			Bot:  same, Agent: same, Pending: same,
 		},
 		"handover_to_agent": {
-			Bot:   {to: "pending-request", call: CallRequest},
-			Idle:  {to: "agent", call: CallTake},
+			Bot:   route(request, takeAgent, cell{to: "refused"}, request),
+			Idle:  idle,
 			Agent: same, Pending: same,
 		},
 		"handover_to_bot": {
@@ -38,8 +60,8 @@ func spec(p Primary) map[string]map[State]cell {
 			Bot:     same,
 		},
 		"agent_engage": {
-			Bot:   pick(cell{to: "pending-request", call: CallRequest}, cell{to: "agent", call: CallTake}, cell{to: "pending-request", call: CallRequest}),
-			Idle:  {to: "agent", call: CallTake},
+			Bot:   route(pick(request, takeAgent, request), takeAgent, cell{to: "pending-request"}, request),
+			Idle:  idle,
 			Agent: same, Pending: same,
 		},
 		"control_passed":    {Idle: {to: "agent"}, Bot: {to: "agent"}, Agent: same, Pending: {to: "agent"}},
@@ -50,9 +72,10 @@ func spec(p Primary) map[string]map[State]cell {
 			Pending: {to: "bot"},
 		},
 		"request_expired": {
-			Pending: pick(cell{to: "bot"}, cell{to: "agent", call: CallTake}, cell{to: "bot"}),
+			Pending: route(pick(cell{to: "bot"}, takeAgent, cell{to: "bot"}), takeAgent, cell{to: "bot"}, cell{to: "bot"}),
 		},
 		"control_expired":       {Bot: {to: "idle"}, Agent: {to: "idle"}},
+		"control_expiring":      {Agent: {to: "=", call: CallExtend}},
 		"owner_observed:none":   {Idle: same, Bot: {to: "idle"}, Agent: {to: "idle"}, Pending: {to: "idle"}},
 		"owner_observed:ringcx": {Idle: {to: "agent"}, Bot: {to: "agent"}, Agent: same, Pending: {to: "agent"}},
 		"owner_observed:other":  {Idle: {to: "bot"}, Bot: same, Agent: {to: "bot"}, Pending: same},
@@ -70,15 +93,25 @@ func splitName(name string) (Event, Observed) {
 }
 
 func TestTableMatchesSpec(t *testing.T) {
-	for _, p := range Primaries {
-		for name, row := range spec(p) {
+	for _, tbl := range Tables {
+		for name, row := range spec(tbl) {
 			e, o := splitName(name)
 			for _, s := range All {
 				want, allowed := row[s]
-				t.Run(fmt.Sprintf("%s/%s/%s", p, name, s), func(t *testing.T) {
+				t.Run(fmt.Sprintf("%s/%s/%s", tbl, name, s), func(t *testing.T) {
 					// Facts that pass every guard.
-					f := Facts{State: s, Owner: "300", AppID: "300"}
-					d, err := Decide(context.Background(), p, e, o, f)
+					f := Facts{State: s, Owner: "300", AppID: "300", InterventionOpen: e == ControlExpiring}
+					d, err := Decide(context.Background(), tbl, e, o, f)
+					if want.to == "refused" {
+						var re *RefusedError
+						if !errors.As(err, &re) || re.Error() == "" {
+							t.Fatalf("Decide = %+v, %v; want a RefusedError saying what to do", d, err)
+						}
+						if _, ok := Lookup(tbl, e, o, s); ok {
+							t.Errorf("Lookup allows a refused event")
+						}
+						return
+					}
 					if !allowed {
 						var na *NotAllowedError
 						if !errors.As(err, &na) {
@@ -93,8 +126,8 @@ func TestTableMatchesSpec(t *testing.T) {
 					if want.to == "=" {
 						wantTo = s
 					}
-					if d.To != wantTo || d.Rule.Call != want.call {
-						t.Errorf("Decide = to %s call %q, want to %s call %q", d.To, d.Rule.Call, wantTo, want.call)
+					if d.To != wantTo || d.Rule.Call != want.call || d.Rule.Target != want.target {
+						t.Errorf("Decide = to %s call %q (target %q), want to %s call %q (target %q)", d.To, d.Rule.Call, d.Rule.Target, wantTo, want.call, want.target)
 					}
 				})
 			}
@@ -103,7 +136,7 @@ func TestTableMatchesSpec(t *testing.T) {
 }
 
 func TestEveryEventHasRows(t *testing.T) {
-	for _, p := range Primaries {
+	for _, p := range Tables {
 		if err := validate(p); err != nil {
 			t.Errorf("validate(%s): %v", p, err)
 		}
@@ -136,10 +169,12 @@ func TestGuards(t *testing.T) {
 		{"to bot while pending on that app", HandoverToBot, Facts{State: Pending, Owner: "300", AppID: "300"}, nil, Bot},
 		{"request ignored while intervention open", ControlRequested, Facts{State: Agent, InterventionOpen: true, AppID: "300"}, ErrInterventionEngaged, ""},
 		{"request honoured without intervention", ControlRequested, Facts{State: Agent, AppID: "300"}, nil, Bot},
+		{"control extended while an agent works", ControlExpiring, Facts{State: Agent, InterventionOpen: true}, nil, Agent},
+		{"control left to expire without intervention", ControlExpiring, Facts{State: Agent}, ErrNoIntervention, ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			d, err := Decide(ctx, PrimaryBot, tt.event, "", tt.facts)
+			d, err := Decide(ctx, HOP(PrimaryBot), tt.event, "", tt.facts)
 			switch want := tt.wantErr.(type) {
 			case nil:
 				if err != nil {
@@ -163,7 +198,7 @@ func TestGuards(t *testing.T) {
 }
 
 func TestFSMEventsSelfLoops(t *testing.T) {
-	for _, p := range Primaries {
+	for _, p := range Tables {
 		for _, ev := range FSMEvents(p) {
 			if ev.Dst == "" {
 				t.Errorf("%s: %s has no destination", p, ev.Name)
@@ -178,7 +213,7 @@ func TestFSMEventsSelfLoops(t *testing.T) {
 }
 
 func TestAvailable(t *testing.T) {
-	got := Available(PrimaryBot, Agent)
+	got := Available(HOP(PrimaryBot), Agent)
 	for _, e := range []Event{CustomerMessage, HandoverToBot, ControlTaken, ControlRequested, InterventionClosed, ControlExpired, OwnerObserved} {
 		if !slices.Contains(got, e) {
 			t.Errorf("Available(bot, agent) = %v, missing %s", got, e)
@@ -189,8 +224,12 @@ func TestAvailable(t *testing.T) {
 			t.Errorf("Available(bot, agent) = %v, should not have %s", got, e)
 		}
 	}
-	if got := Available(PrimaryBot, Pending); !slices.Contains(got, RequestExpired) {
+	if got := Available(HOP(PrimaryBot), Pending); !slices.Contains(got, RequestExpired) {
 		t.Errorf("Available(bot, pending) = %v, missing request_expired", got)
+	}
+	off := TableFor(ConversationRouting, PrimaryBot, false)
+	if got := Available(off, Bot); slices.Contains(got, HandoverToAgent) {
+		t.Errorf("Available(%s, bot) = %v: a refused event is not available", off, got)
 	}
 }
 
@@ -213,15 +252,15 @@ func BenchmarkDecide(b *testing.B) {
 	ctx := context.Background()
 	f := Facts{State: Bot, Owner: "300"}
 	for b.Loop() {
-		if _, err := Decide(ctx, PrimaryBot, CustomerMessage, "", f); err != nil {
+		if _, err := Decide(ctx, HOP(PrimaryBot), CustomerMessage, "", f); err != nil {
 			b.Fatal(err)
 		}
 	}
 }
 
 func TestAllowedAppliesGuards(t *testing.T) {
-	free := Allowed(PrimaryBot, Facts{State: Agent, Owner: "200"})
-	engaged := Allowed(PrimaryBot, Facts{State: Agent, Owner: "200", InterventionOpen: true})
+	free := Allowed(HOP(PrimaryBot), Facts{State: Agent, Owner: "200"})
+	engaged := Allowed(HOP(PrimaryBot), Facts{State: Agent, Owner: "200", InterventionOpen: true})
 	for _, e := range []Event{HandoverToBot, ControlRequested} {
 		if !slices.Contains(free, e) {
 			t.Errorf("without an intervention %s should be allowed: %v", e, free)
@@ -230,7 +269,10 @@ func TestAllowedAppliesGuards(t *testing.T) {
 			t.Errorf("during an intervention %s should not be allowed: %v", e, engaged)
 		}
 	}
-	if got, want := len(engaged), len(free)-2; got != want {
+	if slices.Contains(free, ControlExpiring) || !slices.Contains(engaged, ControlExpiring) {
+		t.Errorf("control_expiring should be allowed only during an intervention: %v, %v", free, engaged)
+	}
+	if got, want := len(engaged), len(free)-1; got != want {
 		t.Errorf("during an intervention %d events, want %d", got, want)
 	}
 }
@@ -238,7 +280,7 @@ func TestAllowedAppliesGuards(t *testing.T) {
 // TestEffectsConsistent checks every row's effects against its states, and
 // that the check refuses rows whose effects contradict them.
 func TestEffectsConsistent(t *testing.T) {
-	for _, p := range Primaries {
+	for _, p := range Tables {
 		for _, r := range Rules(p) {
 			if err := checkEffects(r); err != nil {
 				t.Errorf("primary %s: %v", p, err)
@@ -268,5 +310,50 @@ func TestEffectsConsistent(t *testing.T) {
 				t.Errorf("checkEffects(%+v) = nil, want an error", tc.rule)
 			}
 		})
+	}
+}
+
+func TestTableNames(t *testing.T) {
+	seen := map[string]bool{}
+	for _, tbl := range Tables {
+		name := tbl.Name()
+		if seen[name] {
+			t.Errorf("two tables named %s", name)
+		}
+		seen[name] = true
+		got, err := ParseTable(name)
+		if err != nil || got != tbl {
+			t.Errorf("ParseTable(%q) = %+v, %v; want %+v", name, got, err, tbl)
+		}
+	}
+	for _, tc := range []struct {
+		got  Table
+		want string
+	}{
+		{HOP(PrimaryBot), "bot"},
+		{TableFor(HandoverProtocol, PrimaryRingCX, true), "ringcx"}, // the Handover Protocol has no takeover setting
+		{TableFor("", PrimaryNone, false), "none"},
+		{TableFor(ConversationRouting, PrimaryBot, true), "cr-bot"},
+		{TableFor(ConversationRouting, PrimaryRingCX, false), "cr-ringcx-no-takeover"},
+		{TableFor(ConversationRouting, PrimaryNone, true), "cr-none"}, // zero-config blocks take
+	} {
+		if tc.got.Name() != tc.want {
+			t.Errorf("%+v is named %s, want %s", tc.got, tc.got.Name(), tc.want)
+		}
+	}
+	if _, err := ParseTable("cr"); err == nil {
+		t.Error("ParseTable(cr) should fail")
+	}
+}
+
+func TestRefusalsChangeNothing(t *testing.T) {
+	for _, r := range []Rule{
+		{Event: HandoverToAgent, From: []State{Bot}, To: Agent, Refuse: "no", Owner: OwnerRingCX, Queue: QueueFlush},
+		{Event: HandoverToAgent, From: []State{Bot}, To: Same, Refuse: "no", Call: CallTake},
+		{Event: AgentEngage, From: []State{Idle}, To: Bot, Call: CallTake, Target: TargetRingCX, Owner: OwnerRingCX},
+	} {
+		if err := checkEffects(r); err == nil {
+			t.Errorf("checkEffects(%+v) = nil, want an error", r)
+		}
 	}
 }

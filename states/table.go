@@ -22,6 +22,13 @@ type Rule struct {
 	From     []State
 	To       State
 	Call     Call
+	Target   Target // for pass_thread_control: who gets control
+
+	// Refuse, when set, makes the row a refusal: the event is refused with
+	// this message (an API caller gets it; a webhook is recorded as
+	// ignored) and nothing changes. "{ringcx_app_id}" is replaced by the
+	// page's RingCX app id.
+	Refuse string
 
 	Owner   Owner   // who owns the thread afterwards
 	Request Request // whether RingCX's request for control starts or ends
@@ -88,12 +95,32 @@ var (
 	all     = All
 )
 
-// Rules is the transition table for a primary setting (SPEC.md §2). Rows not
-// listed are not allowed: the engine refuses them (API) or records them as
-// ignored (webhooks).
-func Rules(p Primary) []Rule {
+// TakeoverOff is the refusal of handover_to_agent on a Conversation Routing
+// page where RingCX may not take control: what the bot or the page's admin
+// can do instead.
+const TakeoverOff = "RingCX may not take control of this thread: the page uses Conversation Routing and " +
+	"its takeover setting for the RingCX app is off. Either the bot passes control to the RingCX app " +
+	"({ringcx_app_id}) itself — pass_thread_control with target_app_id={ringcx_app_id}, or a Send API " +
+	`message with "thread_control":{"control_type":"pass","app_id":"{ringcx_app_id}"} — or the page's ` +
+	"admin turns on the takeover setting for the RingCX app in Page Settings → Advanced Messaging"
+
+// Rules is the transition table t (SPEC.md §2 and §2.1). Rows not listed are
+// not allowed: the engine refuses them (API) or records them as ignored
+// (webhooks).
+//
+// The tables differ in how RingCX gets control. On Handover Protocol pages
+// it requests control of a thread another app owns (takes it when RingCX is
+// the primary) and takes an idle one. On Conversation Routing pages with a
+// default app, request_thread_control is refused: RingCX takes control when
+// its takeover setting is on; when it is off, handover_to_agent is refused
+// with what to do instead, and an agent's content waits for the owner to
+// pass. Zero-config pages block take and allow request. On every
+// Conversation Routing page RingCX claims an idle thread by passing it to
+// itself, which any app may do.
+func Rules(t Table) []Rule {
+	cr := t.Routing == ConversationRouting
 	byPrimary := func(bot, ringcx, none Rule) Rule {
-		switch p {
+		switch t.Primary {
 		case PrimaryRingCX:
 			return ringcx
 		case PrimaryNone:
@@ -101,6 +128,35 @@ func Rules(p Primary) []Rule {
 		}
 		return bot
 	}
+	// byRouting picks a row for the Handover Protocol, Conversation Routing
+	// with takeover on, with takeover off, and zero-config.
+	byRouting := func(hop, takeover, noTakeover, zero Rule) Rule {
+		switch {
+		case !cr:
+			return hop
+		case t.Primary == PrimaryNone:
+			return zero
+		case t.Takeover:
+			return takeover
+		}
+		return noTakeover
+	}
+	take := func(e Event, note string) Rule {
+		return Rule{Event: e, From: []State{Bot}, To: Agent, Call: CallTake, Owner: OwnerRingCX, Queue: QueueFlush, Note: note}
+	}
+	request := func(e Event, note string) Rule {
+		return Rule{Event: e, From: []State{Bot}, To: Pending, Call: CallRequest, Request: RequestStart, Note: note}
+	}
+	idle := func(e Event) Rule {
+		if cr {
+			return Rule{Event: e, From: []State{Idle}, To: Agent, Call: CallPass, Target: TargetRingCX, Owner: OwnerRingCX, Queue: QueueFlush, Note: "claim the idle thread: pass it to RingCX itself"}
+		}
+		return Rule{Event: e, From: []State{Idle}, To: Agent, Call: CallTake, Owner: OwnerRingCX, Queue: QueueFlush, Note: "take the idle thread"}
+	}
+	expired := Rule{Event: RequestExpired, From: []State{Pending}, To: Bot, Request: RequestEnd, Queue: QueueFail,
+		Reason: "the owner did not pass control before the request's deadline", Note: "the owner did not pass in time; queued contents fail"}
+	takeExpired := Rule{Event: RequestExpired, From: []State{Pending}, To: Agent, Call: CallTake, Owner: OwnerRingCX, Request: RequestEnd, Queue: QueueFlush, Note: "take control, send queued contents"}
+
 	return []Rule{
 		byPrimary(
 			Rule{Event: CustomerMessage, From: []State{Idle}, To: Bot, Owner: OwnerPrimaryBot, Note: "Meta gives the idle thread to the primary bot app"},
@@ -109,8 +165,13 @@ func Rules(p Primary) []Rule {
 		),
 		{Event: CustomerMessage, From: notIdle, To: Same, Note: "activity restarts the 24 h window"},
 
-		{Event: HandoverToAgent, From: []State{Bot}, To: Pending, Call: CallRequest, Request: RequestStart, Note: "ask the owner to pass control"},
-		{Event: HandoverToAgent, From: []State{Idle}, To: Agent, Call: CallTake, Owner: OwnerRingCX, Queue: QueueFlush, Note: "take the idle thread"},
+		byRouting(
+			request(HandoverToAgent, "ask the owner to pass control"),
+			take(HandoverToAgent, "take control (the takeover setting is on)"),
+			Rule{Event: HandoverToAgent, From: []State{Bot}, To: Same, Refuse: TakeoverOff, Note: "refused: the bot must pass control itself"},
+			request(HandoverToAgent, "zero-config: ask the owner to pass control"),
+		),
+		idle(HandoverToAgent),
 		{Event: HandoverToAgent, From: []State{Agent, Pending}, To: Same, Note: "already there or on the way"},
 
 		{Event: HandoverToBot, From: []State{Agent, Idle}, To: Bot, Call: CallPass, Owner: OwnerEventApp, Note: "pass control to the bot app"},
@@ -118,12 +179,17 @@ func Rules(p Primary) []Rule {
 			Reason: "the request for control was cancelled: the thread was handed to a bot", Note: "cancel the request; the bot still owns the thread"},
 		{Event: HandoverToBot, From: []State{Bot}, To: Same, Owner: OwnerEventApp, Note: "the bot app already owns the thread"},
 
-		byPrimary(
-			Rule{Event: AgentEngage, From: []State{Bot}, To: Pending, Call: CallRequest, Request: RequestStart, Note: "bot primary: request control"},
-			Rule{Event: AgentEngage, From: []State{Bot}, To: Agent, Call: CallTake, Owner: OwnerRingCX, Queue: QueueFlush, Note: "RingCX primary: take control"},
-			Rule{Event: AgentEngage, From: []State{Bot}, To: Pending, Call: CallRequest, Request: RequestStart, Note: "no primary: request control"},
+		byRouting(
+			byPrimary(
+				request(AgentEngage, "bot primary: request control"),
+				take(AgentEngage, "RingCX primary: take control"),
+				request(AgentEngage, "no primary: request control"),
+			),
+			take(AgentEngage, "take control (the takeover setting is on)"),
+			Rule{Event: AgentEngage, From: []State{Bot}, To: Pending, Request: RequestStart, Note: "wait until the deadline for the owner to pass control"},
+			request(AgentEngage, "zero-config: request control"),
 		),
-		{Event: AgentEngage, From: []State{Idle}, To: Agent, Call: CallTake, Owner: OwnerRingCX, Queue: QueueFlush, Note: "take the idle thread"},
+		idle(AgentEngage),
 		{Event: AgentEngage, From: []State{Agent, Pending}, To: Same, Note: "owner already, or waiting (content queued)"},
 
 		{Event: ControlPassed, From: all, To: Agent, Owner: OwnerRingCX, Request: RequestEnd, Queue: QueueFlush, Note: "RingCX owns the thread; queued contents are sent"},
@@ -136,15 +202,10 @@ func Rules(p Primary) []Rule {
 		{Event: InterventionClosed, From: []State{Pending}, To: Bot, Request: RequestEnd, Queue: QueueFail,
 			Reason: "the intervention was closed before RingCX got control", Note: "cancel the request; queued contents fail"},
 
-		byPrimary(
-			Rule{Event: RequestExpired, From: []State{Pending}, To: Bot, Request: RequestEnd, Queue: QueueFail,
-				Reason: "the owner did not pass control before the request's deadline", Note: "the owner did not pass in time; queued contents fail"},
-			Rule{Event: RequestExpired, From: []State{Pending}, To: Agent, Call: CallTake, Owner: OwnerRingCX, Request: RequestEnd, Queue: QueueFlush, Note: "RingCX primary: take control, send queued contents"},
-			Rule{Event: RequestExpired, From: []State{Pending}, To: Bot, Request: RequestEnd, Queue: QueueFail,
-				Reason: "the owner did not pass control before the request's deadline", Note: "the owner did not pass in time; queued contents fail"},
-		),
+		byRouting(byPrimary(expired, takeExpired, expired), takeExpired, expired, expired),
 
 		{Event: ControlExpired, From: []State{Bot, Agent}, To: Idle, Owner: OwnerNone, Note: "24 h without activity: Meta returns the thread to idle"},
+		{Event: ControlExpiring, From: []State{Agent}, To: Same, Call: CallExtend, Note: "an agent is working: extend control (up to 7 days)"},
 
 		{Event: OwnerObserved, Observed: ObservedNone, From: []State{Idle, Bot, Agent}, To: Idle, Owner: OwnerNone, Note: "Meta says the thread is idle"},
 		{Event: OwnerObserved, Observed: ObservedNone, From: []State{Pending}, To: Idle, Owner: OwnerNone, Request: RequestEnd, Queue: QueueFail,
@@ -157,12 +218,13 @@ func Rules(p Primary) []Rule {
 	}
 }
 
-// FSMEvents is the table for a primary setting as looplab/fsm Events. A rule
-// with To == Same becomes one self-transition per source state, which fsm
-// reports as NoTransitionError: "no change, success".
-func FSMEvents(p Primary) fsm.Events {
+// FSMEvents is table t as looplab/fsm Events. A rule with To == Same (a
+// refusal too) becomes one self-transition per source state, which fsm
+// reports as NoTransitionError: "no change, success"; refusals are then
+// cancelled by their before_ callback (see newMachine).
+func FSMEvents(t Table) fsm.Events {
 	var evs fsm.Events
-	for _, r := range Rules(p) {
+	for _, r := range Rules(t) {
 		if r.To != Same {
 			evs = append(evs, fsm.EventDesc{Name: r.Name(), Src: stateNames(r.From), Dst: string(r.To)})
 			continue
@@ -183,14 +245,17 @@ func stateNames(ss []State) []string {
 }
 
 // Lookup returns the rule for event (and, for owner_observed, observed) in
-// state from, if the table has one.
-func Lookup(p Primary, e Event, o Observed, from State) (Rule, bool) { return lookup(p, e, o, from) }
+// state from, if table t allows it (a refusal row does not).
+func Lookup(t Table, e Event, o Observed, from State) (Rule, bool) {
+	r, ok := lookup(t, e, o, from)
+	return r, ok && r.Refuse == ""
+}
 
-// Available lists the events the table allows in state s, in table order.
-func Available(p Primary, s State) []Event {
+// Available lists the events table t allows in state s, in table order.
+func Available(t Table, s State) []Event {
 	var out []Event
-	for _, r := range tables[p] {
-		if slices.Contains(r.From, s) && !slices.Contains(out, r.Event) {
+	for _, r := range tables[t] {
+		if r.Refuse == "" && slices.Contains(r.From, s) && !slices.Contains(out, r.Event) {
 			out = append(out, r.Event)
 		}
 	}
@@ -201,9 +266,9 @@ func Available(p Primary, s State) []Event {
 // facts, in table order: Available without the events a guard refuses now
 // (handing the thread to a bot during an intervention, say). Events naming
 // an app are tried with the thread's owner.
-func Allowed(p Primary, f Facts) []Event {
+func Allowed(t Table, f Facts) []Event {
 	var out []Event
-	for _, e := range Available(p, f.State) {
+	for _, e := range Available(t, f.State) {
 		g := guards[e]
 		if g == nil {
 			out = append(out, e)
@@ -223,10 +288,10 @@ func Allowed(p Primary, f Facts) []Event {
 // validate checks the invariants a table must hold: every event of SPEC.md §2
 // appears, states are known, no (event, state) pair has two rows, and every
 // row's effects agree with its states (checkEffects).
-func validate(p Primary) error {
+func validate(t Table) error {
 	seen := map[string]bool{}
 	events := map[Event]bool{}
-	for _, r := range Rules(p) {
+	for _, r := range Rules(t) {
 		events[r.Event] = true
 		if (r.Event == OwnerObserved) != (r.Observed != "") {
 			return fmt.Errorf("%s: only owner_observed rows name an observed owner", r.Name())
@@ -268,7 +333,16 @@ func checkEffects(r Rule) error {
 	if (r.Queue == QueueFail) != (r.Reason != "") {
 		return fmt.Errorf("%s: a row gives a reason exactly when it fails the queue", r.Name())
 	}
-	callOwner := map[Call]Owner{CallPass: OwnerEventApp, CallTake: OwnerRingCX, CallRelease: OwnerNone}
+	if r.Refuse != "" && (r.To != Same || r.Call != NoCall || r.Owner != OwnerUnchanged || r.Request != RequestUnchanged || r.Queue != QueueUnchanged) {
+		return fmt.Errorf("%s: a refusal changes nothing and calls nothing", r.Name())
+	}
+	if r.Target != TargetEventApp && r.Call != CallPass {
+		return fmt.Errorf("%s: only pass_thread_control has a target", r.Name())
+	}
+	callOwner := map[Call]Owner{CallPass: OwnerEventApp, CallTake: OwnerRingCX, CallRelease: OwnerNone, CallExtend: OwnerUnchanged}
+	if r.Target == TargetRingCX {
+		callOwner[CallPass] = OwnerRingCX
+	}
 	if want, ok := callOwner[r.Call]; ok && r.Owner != want {
 		return fmt.Errorf("%s: %s leaves owner %q, want %q", r.Name(), r.Call, r.Owner, want)
 	}

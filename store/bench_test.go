@@ -29,6 +29,10 @@ func (noGraph) PassThreadControl(context.Context, string, string, string, string
 func (noGraph) TakeThreadControl(context.Context, string, string, string) error    { return errNoGraph }
 func (noGraph) RequestThreadControl(context.Context, string, string, string) error { return errNoGraph }
 func (noGraph) ReleaseThreadControl(context.Context, string, string) error         { return errNoGraph }
+func (noGraph) ExtendThreadControl(context.Context, string, string, time.Duration) error {
+	return errNoGraph
+}
+func (noGraph) FeatureStatus(context.Context, string) (bool, bool, error) { return false, false, errNoGraph }
 func (noGraph) ThreadOwner(context.Context, string, string) (string, time.Time, error) {
 	return "", time.Time{}, errNoGraph
 }
