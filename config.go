@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -52,13 +53,18 @@ const (
 
 // Config is threadctl's configuration: the YAML file's fields (their names
 // are part of the contract), overridden by THREADCTL_* variables and flags.
+// Every secret may instead come from a file (<name>_file) or an
+// environment variable (<name>_env); resolveSecrets reads them into the
+// value fields.
 type Config struct {
-	Addr      string       `yaml:"addr"`
-	DataDir   string       `yaml:"data_dir"`
-	APITokens []string     `yaml:"api_tokens"`
-	Graph     GraphConfig  `yaml:"graph"`
-	Webhook   WebhookCfg   `yaml:"webhook"`
-	Pages     []PageConfig `yaml:"pages"`
+	Addr          string       `yaml:"addr"`
+	DataDir       string       `yaml:"data_dir"`
+	APITokens     tokenList    `yaml:"api_tokens"` // global: every page, every endpoint
+	APITokensFile string       `yaml:"api_tokens_file"`
+	APITokensEnv  string       `yaml:"api_tokens_env"`
+	Graph         GraphConfig  `yaml:"graph"`
+	Webhook       WebhookCfg   `yaml:"webhook"`
+	Pages         []PageConfig `yaml:"pages"`
 
 	// Flags and variables only.
 	SimAddr        string         `yaml:"-"`
@@ -66,6 +72,8 @@ type Config struct {
 	PendingTimeout time.Duration  `yaml:"-"`
 	LogLevel       string         `yaml:"-"`
 	LogFormat      string         `yaml:"-"`
+
+	dir string // the config file's directory: relative secret files are in it
 }
 
 // GraphConfig is where Meta's Graph API is.
@@ -77,18 +85,28 @@ type GraphConfig struct {
 
 // WebhookCfg is Meta's webhook subscription.
 type WebhookCfg struct {
-	VerifyToken string `yaml:"verify_token"`
+	VerifyToken     string `yaml:"verify_token"`
+	VerifyTokenFile string `yaml:"verify_token_file"`
+	VerifyTokenEnv  string `yaml:"verify_token_env"`
 }
 
 // PageConfig is one Facebook page connected to RingCX.
 type PageConfig struct {
-	PageID          string        `yaml:"page_id"`
-	Primary         string        `yaml:"primary"`
-	RingCXAppID     string        `yaml:"ringcx_app_id"`
-	RingCXAppSecret string        `yaml:"ringcx_app_secret"`
-	PageToken       string        `yaml:"page_token"`
-	BotAppIDs       []string      `yaml:"bot_app_ids"`
-	PendingTimeout  time.Duration `yaml:"pending_timeout"`
+	PageID              string        `yaml:"page_id"`
+	Primary             string        `yaml:"primary"`
+	RingCXAppID         string        `yaml:"ringcx_app_id"`
+	RingCXAppSecret     string        `yaml:"ringcx_app_secret"`
+	RingCXAppSecretFile string        `yaml:"ringcx_app_secret_file"`
+	RingCXAppSecretEnv  string        `yaml:"ringcx_app_secret_env"`
+	PageToken           string        `yaml:"page_token"`
+	PageTokenFile       string        `yaml:"page_token_file"`
+	PageTokenEnv        string        `yaml:"page_token_env"`
+	BotAppIDs           []string      `yaml:"bot_app_ids"`
+	PendingTimeout      time.Duration `yaml:"pending_timeout"`
+	// APITokens act only on this page's threads.
+	APITokens     tokenList `yaml:"api_tokens"`
+	APITokensFile string    `yaml:"api_tokens_file"`
+	APITokensEnv  string    `yaml:"api_tokens_env"`
 }
 
 // demo reports whether threadctl runs its demo: no page configured.
@@ -132,9 +150,9 @@ func loadConfig(args []string) (*Config, error) {
 	var path string
 	primary := string(cfg.DemoPrimary)
 	s := serveSettings(cfg, &path, &primary)
-	var apiTokens string
+	var apiTokens, verifyToken string
 	s.Env(&apiTokens, "THREADCTL_API_TOKENS", "global API tokens, comma-separated (instead of api_tokens)")
-	s.Env(&cfg.Webhook.VerifyToken, "THREADCTL_VERIFY_TOKEN", "the webhook verify token (instead of webhook.verify_token)")
+	s.Env(&verifyToken, "THREADCTL_VERIFY_TOKEN", "the webhook verify token (instead of webhook.verify_token)")
 	rest, err := s.parse(args)
 	if err != nil {
 		return nil, err
@@ -149,8 +167,12 @@ func loadConfig(args []string) (*Config, error) {
 		// Flags and variables win over the file.
 		s.apply()
 	}
+	// A variable replaces the secret with all of its sources in the file.
 	if apiTokens != "" {
-		cfg.APITokens = splitList(apiTokens)
+		cfg.APITokens, cfg.APITokensFile, cfg.APITokensEnv = splitList(apiTokens), "", ""
+	}
+	if verifyToken != "" {
+		cfg.Webhook = WebhookCfg{VerifyToken: verifyToken}
 	}
 	if cfg.Graph.BaseURL != "" && !s.given("sim-addr") {
 		cfg.SimAddr = "off"
@@ -160,8 +182,9 @@ func loadConfig(args []string) (*Config, error) {
 		return nil, fmt.Errorf("--demo-primary: %w", err)
 	}
 	cfg.DemoPrimary = p
+	errs := cfg.resolveSecrets(os.LookupEnv)
 	cfg.applyDefaults()
-	return cfg, cfg.validate()
+	return cfg, cfg.validate(errs...)
 }
 
 func splitList(s string) []string {
@@ -182,14 +205,18 @@ func (c *Config) readFile(path string) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
+		return fmt.Errorf("config %s: %w", path, scrubYAMLError(err))
 	}
+	c.dir = filepath.Dir(path)
 	return nil
 }
 
+// applyDefaults fills what is left empty. The demo API token is a default
+// only while no token is configured at all: page tokens alone leave no
+// global token.
 func (c *Config) applyDefaults() {
-	if len(c.APITokens) == 0 {
-		c.APITokens = []string{demoAPIToken}
+	if len(c.APITokens) == 0 && !c.pageTokens() {
+		c.APITokens = tokenList{demoAPIToken}
 	}
 	if c.Webhook.VerifyToken == "" {
 		c.Webhook.VerifyToken = demoVerifyToken
@@ -205,9 +232,14 @@ func (c *Config) applyDefaults() {
 	}
 }
 
-// validate reports every problem of the configuration at once.
-func (c *Config) validate() error {
-	var errs []error
+// pageTokens reports whether a page has its own API tokens.
+func (c *Config) pageTokens() bool {
+	return slices.ContainsFunc(c.Pages, func(p PageConfig) bool { return len(p.APITokens) > 0 })
+}
+
+// validate reports every problem of the configuration at once, after
+// those given.
+func (c *Config) validate(errs ...error) error {
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.Addr == "" {
 		bad("addr is empty: give a listen address such as %s", defaultAddr)
@@ -234,10 +266,7 @@ func (c *Config) validate() error {
 	}
 	seen := map[string]bool{}
 	for i, p := range c.Pages {
-		where := fmt.Sprintf("pages[%d]", i)
-		if p.PageID != "" {
-			where += " (" + p.PageID + ")"
-		}
+		where := pageWhere(i, p.PageID)
 		if seen[p.PageID] {
 			bad("%s: page_id appears twice", where)
 		}
@@ -249,11 +278,16 @@ func (c *Config) validate() error {
 		if err != nil {
 			bad("%s: %v", where, err)
 		}
-		if p.PageToken == "" {
-			bad("%s: page_token is required (the RingCX app's page access token)", where)
+		if p.PageToken == "" && p.PageTokenFile == "" && p.PageTokenEnv == "" {
+			bad("%s: page_token is required (the RingCX app's page access token; or page_token_file, page_token_env)", where)
 		}
-		if p.RingCXAppSecret == "" {
-			bad("%s: ringcx_app_secret is required (webhook signatures are checked with it)", where)
+		if p.RingCXAppSecret == "" && p.RingCXAppSecretFile == "" && p.RingCXAppSecretEnv == "" {
+			bad("%s: ringcx_app_secret is required (webhook signatures are checked with it; or ringcx_app_secret_file, ringcx_app_secret_env)", where)
+		}
+		for _, t := range p.APITokens {
+			if strings.TrimSpace(t) == "" {
+				bad("%s: api_tokens has an empty token", where)
+			}
 		}
 	}
 	if len(errs) > 0 {
