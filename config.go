@@ -14,6 +14,7 @@ import (
 
 	"github.com/threadctl/threadctl/engine"
 	"github.com/threadctl/threadctl/messenger"
+	"github.com/threadctl/threadctl/server"
 	"github.com/threadctl/threadctl/states"
 )
 
@@ -256,9 +257,9 @@ func (c *Config) validate(errs ...error) error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("log-format %q: use text or json", c.LogFormat)
 	}
-	for _, t := range c.APITokens {
-		if strings.TrimSpace(t) == "" {
-			bad("api_tokens has an empty token")
+	for i, t := range c.APITokens {
+		if err := server.CheckToken(t); err != nil {
+			bad("api_tokens[%d]: %v", i, err)
 		}
 	}
 	if !c.simEnabled() && c.demo() {
@@ -284,9 +285,9 @@ func (c *Config) validate(errs ...error) error {
 		if p.RingCXAppSecret == "" && p.RingCXAppSecretFile == "" && p.RingCXAppSecretEnv == "" {
 			bad("%s: ringcx_app_secret is required (webhook signatures are checked with it; or ringcx_app_secret_file, ringcx_app_secret_env)", where)
 		}
-		for _, t := range p.APITokens {
-			if strings.TrimSpace(t) == "" {
-				bad("%s: api_tokens has an empty token", where)
+		for j, t := range p.APITokens {
+			if err := server.CheckToken(t); err != nil {
+				bad("%s: api_tokens[%d]: %v", where, j, err)
 			}
 		}
 	}

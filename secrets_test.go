@@ -153,6 +153,10 @@ func TestSecretSourceErrors(t *testing.T) {
 			[]string{"page_token is required", "ringcx_app_secret is required"}},
 		{"a secret where a map belongs", "webhook: S3cret-value-1\n" + page + "    ringcx_app_secret: s\n    page_token: t\n", nil, nil,
 			[]string{"cannot unmarshal !!str into main.WebhookCfg"}},
+		{"a malformed sha256 token", "api_tokens: [\"sha256:S3cret-value-1\"]\n" + page + "    ringcx_app_secret: s\n    page_token: t\n", nil, nil,
+			[]string{`api_tokens[0]: a token starting with "sha256:" must be followed by the 64 hex digits`}},
+		{"a malformed page sha256 token", page + "    api_tokens: [ok, \"sha256:S3cret-value-1\"]\n    ringcx_app_secret: s\n    page_token: t\n", nil, nil,
+			[]string{`pages[0] (100000000000001): api_tokens[1]: a token starting with "sha256:"`}},
 		{"a map where tokens belong", "api_tokens: {S3cret-value-1: x}\n" + page, nil, nil,
 			[]string{"api_tokens must be a list of tokens"}},
 	}
