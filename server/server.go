@@ -108,7 +108,9 @@ func New(cfg Config) (*Server, error) {
 		s.log.Error("panic", "err", err, "request_id", requestID(c), "stack", string(stack))
 		return err
 	}}))
+	e.Use(s.headerLimit)
 	e.Use(s.bodyLimit)
+	e.Use(s.unambiguous)
 
 	e.GET("/healthz", func(c echo.Context) error { return success(c) })
 	e.GET("/readyz", s.readyz)
@@ -150,6 +152,7 @@ func (s *Server) Serve(l net.Listener) error {
 	s.http = &http.Server{
 		Handler:           s.echo,
 		ReadHeaderTimeout: 5 * time.Second,
+		MaxHeaderBytes:    headerReadLimit,
 		ReadTimeout:       30 * time.Second,
 		// Graph calls (with retries) are made while a request waits.
 		WriteTimeout: 60 * time.Second,
