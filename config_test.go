@@ -234,4 +234,3 @@ func TestFlagCommandsReadVariables(t *testing.T) {
 		})
 	}
 }
-
