@@ -9,6 +9,7 @@ import (
 	"mime/multipart"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
@@ -245,4 +246,60 @@ func TestHeaderLimit(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzAmbiguousRequest sends the Bots API any query and form body (without
+// a valid token): the answer is the ambiguity 400 exactly when a parameter
+// repeats or the query and the body disagree, a 400 for a malformed query
+// or body, and otherwise the token check's 401; never a 5xx.
+func FuzzAmbiguousRequest(f *testing.F) {
+	f.Add("from=bot&from=agent", "")
+	f.Add("identity_foreign_id=1&from=bot&to=agent&type=messenger", "from=agent")
+	f.Add("access_token=a&access_token=a", "")
+	f.Add("a=1;b=2", "")
+	f.Add("body=x", "body=x")
+	f.Add("", "a=%zz")
+	srv, err := server.New(server.Config{Engine: &engine.Engine{}, APITokens: []string{apiToken}})
+	if err != nil {
+		f.Fatal(err)
+	}
+	h := srv.Handler()
+	f.Fuzz(func(t *testing.T, rawQuery, body string) {
+		if strings.ContainsAny(rawQuery, " #\r\n\x00") || strings.Contains(rawQuery, apiToken) {
+			t.Skip()
+		}
+		req, err := http.NewRequest(http.MethodPost, "/1.0/bots/handover?"+rawQuery, strings.NewReader(body))
+		if err != nil {
+			t.Skip()
+		}
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		w := httptest.NewRecorder()
+		h.ServeHTTP(w, req)
+
+		query, qerr := url.ParseQuery(rawQuery)
+		form, ferr := url.ParseQuery(body)
+		wantAmbiguous := false
+		for k, vs := range query {
+			wantAmbiguous = wantAmbiguous || len(vs) > 1
+			if fv, ok := form[k]; ok && fv[0] != vs[0] {
+				wantAmbiguous = true
+			}
+		}
+		for _, vs := range form {
+			wantAmbiguous = wantAmbiguous || len(vs) > 1
+		}
+		gotAmbiguous := strings.Contains(w.Body.String(), "could mean two things")
+		switch {
+		case w.Code >= 500:
+			t.Fatalf("HTTP %d %s", w.Code, w.Body)
+		case qerr != nil || ferr != nil:
+			if w.Code != http.StatusBadRequest {
+				t.Errorf("malformed query %q or body %q: HTTP %d, want 400", rawQuery, body, w.Code)
+			}
+		case gotAmbiguous != wantAmbiguous:
+			t.Errorf("query %q, body %q: HTTP %d %s; want ambiguous: %v", rawQuery, body, w.Code, w.Body, wantAmbiguous)
+		case !wantAmbiguous && w.Code != http.StatusUnauthorized:
+			t.Errorf("query %q, body %q: HTTP %d, want the token check's 401", rawQuery, body, w.Code)
+		}
+	})
 }
