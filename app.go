@@ -124,7 +124,7 @@ func (a *App) start(ctx context.Context) error {
 		return err
 	}
 	a.server, err = server.New(server.Config{
-		Engine: a.engine, APITokens: cfg.APITokens, VerifyToken: cfg.Webhook.VerifyToken,
+		Engine: a.engine, APITokens: cfg.APITokens, Tokens: pageTokens(pages), VerifyToken: cfg.Webhook.VerifyToken,
 		WebhookSecrets: secrets, Logger: a.log.With("component", "http"),
 		Ready: a.engine.Ping, Metrics: a.metrics, Docs: recordedDocs(),
 	})
@@ -137,6 +137,17 @@ func (a *App) start(ctx context.Context) error {
 		a.log.Info("messenger simulator serving", "addr", a.simLn.Addr().String(), "demo", cfg.demo(), "primary", cfg.DemoPrimary)
 	}
 	return nil
+}
+
+// pageTokens are the pages' own API tokens, each acting on its page only.
+func pageTokens(pages []PageConfig) []server.Token {
+	var out []server.Token
+	for _, p := range pages {
+		for _, t := range p.APITokens {
+			out = append(out, server.Token{Secret: t, Pages: []string{p.PageID}})
+		}
+	}
+	return out
 }
 
 func serveErr(err error) error {

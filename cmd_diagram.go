@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
-	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -18,44 +17,48 @@ import (
 // cmdDiagram prints a state diagram of a primary's table, or a workflow's
 // sequence diagram recorded by playing it, or writes them all (--docs).
 func cmdDiagram(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("diagram", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	primary := fs.String("primary", "", "state diagram of this table: bot, ringcx, none (Handover Protocol, by primary), cr-bot, cr-bot-no-takeover, cr-ringcx, cr-ringcx-no-takeover, cr-none (Conversation Routing)")
-	workflow := fs.String("workflow", "", "sequence diagram of this seed workflow: "+workflowNames())
-	format := fs.String("format", "mmd", "mmd (Mermaid), dot (Graphviz; state diagrams) or svg")
-	docs := fs.String("docs", "", "write every diagram into this directory (docs)")
-	if err := parseFlags(fs, args); err != nil {
+	var primary, workflow, docs string
+	format := "mmd"
+	s := newSettings("diagram")
+	s.String(&primary, "primary", "state diagram of this table: bot, ringcx, none (Handover Protocol, by primary), cr-bot, cr-bot-no-takeover, cr-ringcx, cr-ringcx-no-takeover, cr-none (Conversation Routing)").noEnv()
+	s.String(&workflow, "workflow", "sequence diagram of this seed workflow: "+workflowNames()).noEnv()
+	s.String(&format, "format", "mmd (Mermaid), dot (Graphviz; state diagrams) or svg").noEnv()
+	s.String(&docs, "docs", "write every diagram into this directory (docs)").noEnv()
+	rest, err := s.parse(args)
+	if err != nil {
 		return err
 	}
 	switch {
-	case *docs != "":
-		return writeDocs(ctx, *docs, stderr)
-	case (*primary == "") == (*workflow == ""):
+	case len(rest) > 0:
+		return fmt.Errorf("diagram takes no arguments, got %q", rest)
+	case docs != "":
+		return writeDocs(ctx, docs, stderr)
+	case (primary == "") == (workflow == ""):
 		return fmt.Errorf("give --primary (state diagram) or --workflow (sequence diagram), or --docs DIR")
-	case *primary != "":
-		p, err := states.ParseTable(*primary)
+	case primary != "":
+		p, err := states.ParseTable(primary)
 		if err != nil {
 			return err
 		}
-		out, err := stateDiagram(ctx, p, *format)
+		out, err := stateDiagram(ctx, p, format)
 		if err != nil {
 			return err
 		}
 		_, err = stdout.Write(out)
 		return err
 	}
-	w, err := diagrams.FindWorkflow(*workflow)
+	w, err := diagrams.FindWorkflow(workflow)
 	if err != nil {
 		return err
 	}
-	if *format != "mmd" && *format != "svg" {
-		return fmt.Errorf("--format %q: a workflow is drawn as mmd or svg", *format)
+	if format != "mmd" && format != "svg" {
+		return fmt.Errorf("--format %q: a workflow is drawn as mmd or svg", format)
 	}
 	trace, err := recordWorkflow(ctx, w, stderr)
 	if err != nil {
 		return err
 	}
-	if *format == "svg" {
+	if format == "svg" {
 		_, err = stdout.Write(trace.SequenceSVG())
 		return err
 	}

@@ -3,14 +3,12 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
 	"math/rand/v2"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/threadctl/threadctl/diagrams"
 )
@@ -19,38 +17,33 @@ import (
 // threadctl and simulator started for the purpose, or against running ones
 // (--server and --sim).
 func cmdSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("simulate", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	srv := fs.String("server", "", "play against this running threadctl (its demo page's primary must match the workflow's)")
-	simURL := fs.String("sim", "http://127.0.0.1:8081", "the running simulator, with --server")
-	token := fs.String("token", envOr("THREADCTL_TOKEN", demoAPIToken), "API token, with --server")
-	psid := fs.String("psid", "", "the customer's PSID (default: a new one)")
-	var name string
-	rest := args
-	for {
-		if err := parseFlags(fs, rest); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		if name != "" {
-			return fmt.Errorf("give one workflow")
-		}
-		name, rest = fs.Arg(0), fs.Args()[1:]
+	var srv, psid string
+	simURL, token := defaultSimURL, demoAPIToken
+	s := newSettings("simulate")
+	s.String(&srv, "server", "play against this running threadctl (its demo page's primary must match the workflow's; default: a private one)")
+	s.String(&simURL, "sim", "the running simulator, with --server").env("THREADCTL_SIM_URL")
+	s.String(&token, "token", "API token, with --server")
+	s.String(&psid, "psid", "the customer's PSID (default: a new one)").noEnv()
+	names, err := s.parse(args)
+	if err != nil {
+		return err
 	}
-	if name == "" {
+	if len(names) == 0 {
 		return fmt.Errorf("give a workflow: %s", workflowNames())
 	}
+	if len(names) > 1 {
+		return fmt.Errorf("give one workflow")
+	}
+	name := names[0]
 	w, err := diagrams.FindWorkflow(name)
 	if err != nil {
 		return err
 	}
-	if *psid == "" {
-		*psid = newPSID()
+	if psid == "" {
+		psid = newPSID()
 	}
-	ep := diagrams.Endpoints{Threadctl: *srv, Sim: *simURL, Token: *token, PageID: demoPageID, RingCXAppID: demoRingCXAppID, BotAppID: demoBotAppID}
-	if *srv == "" {
+	ep := diagrams.Endpoints{Threadctl: srv, Sim: simURL, Token: token, PageID: demoPageID, RingCXAppID: demoRingCXAppID, BotAppID: demoBotAppID}
+	if srv == "" {
 		app, cleanup, err := startPrivate(ctx, w, stderr)
 		if err != nil {
 			return err
@@ -58,7 +51,7 @@ func cmdSimulate(ctx context.Context, args []string, stdout, stderr io.Writer) e
 		defer cleanup()
 		ep.Threadctl, ep.Sim = "http://"+app.Addr(), app.SimURL()
 	}
-	trace, err := diagrams.Play(ctx, w, ep, *psid)
+	trace, err := diagrams.Play(ctx, w, ep, psid)
 	if trace != nil {
 		fmt.Fprint(stdout, trace.Text())
 	}
@@ -83,8 +76,8 @@ func startPrivate(ctx context.Context, w diagrams.Workflow, stderr io.Writer) (*
 	if err != nil {
 		return nil, nil, err
 	}
-	cfg := &Config{Addr: "127.0.0.1:0", SimAddr: "127.0.0.1:0", DataDir: dir, DemoPrimary: w.Primary,
-		PendingTimeout: 60 * time.Second, LogLevel: "warn", LogFormat: "text"}
+	cfg := defaultConfig()
+	cfg.Addr, cfg.SimAddr, cfg.DataDir, cfg.DemoPrimary, cfg.LogLevel = "127.0.0.1:0", "127.0.0.1:0", dir, w.Primary, "warn"
 	cfg.applyDefaults()
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	app, err := Start(ctx, cfg, log)

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -21,65 +20,67 @@ import (
 	"github.com/threadctl/threadctl/store"
 )
 
-func envOr(name, def string) string {
-	if v, ok := os.LookupEnv(name); ok {
-		return v
-	}
-	return def
-}
-
 // cmdSim runs the simulator alone, with the demo page whose RingCX webhooks
 // go to --callback.
 func cmdSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("sim", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	addr := fs.String("addr", envOr("THREADCTL_SIM_ADDR", "127.0.0.1:8081"), "listen address")
-	callback := fs.String("callback", "http://127.0.0.1:8080/webhooks/messenger", "the RingCX app's webhook URL on the demo page")
-	primary := fs.String("demo-primary", "bot", "primary app of the demo page: bot, ringcx or none")
-	noDemo := fs.Bool("no-demo", false, "start without the demo page (configure pages with PUT /_sim/pages/{id})")
-	if err := parseFlags(fs, args); err != nil {
+	addr, callback, primary, noDemo := defaultSimAddr, defaultCallbackURL, string(defaultDemoPrimary), false
+	s := newSettings("sim")
+	// The variable of serve's simulator, so that one setting moves both.
+	s.String(&addr, "addr", "listen address").env("THREADCTL_SIM_ADDR")
+	s.String(&callback, "callback", "the RingCX app's webhook URL on the demo page").env("THREADCTL_SIM_CALLBACK")
+	s.String(&primary, "demo-primary", "primary app of the demo page: bot, ringcx or none")
+	s.Bool(&noDemo, "no-demo", "start without the demo page (configure pages with PUT /_sim/pages/{id})")
+	rest, err := s.parse(args)
+	if err != nil {
 		return err
 	}
-	p, err := states.ParsePrimary(*primary)
+	if len(rest) > 0 {
+		return fmt.Errorf("sim takes no arguments, got %q", rest)
+	}
+	p, err := states.ParsePrimary(primary)
 	if err != nil {
 		return fmt.Errorf("--demo-primary: %w", err)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	s := sim.New(sim.Options{Logger: log})
-	defer s.Close()
-	if !*noDemo {
-		if err := s.PutPage(simPage(demoPages(p, 0)[0], *callback, demoVerifyToken)); err != nil {
+	sm := sim.New(sim.Options{Logger: log})
+	defer sm.Close()
+	if !noDemo {
+		if err := sm.PutPage(simPage(demoPages(p, 0)[0], callback, demoVerifyToken)); err != nil {
 			return err
 		}
 	}
-	ln, err := net.Listen("tcp", *addr)
+	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return err
+		return fmt.Errorf("listening on %s: %w", addr, err)
 	}
-	srv := &http.Server{Handler: s.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	srv := &http.Server{Handler: sm.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(sctx)
 	}()
-	log.Info("messenger simulator serving", "addr", ln.Addr().String(), "demo", !*noDemo)
+	log.Info("messenger simulator serving", "addr", ln.Addr().String(), "demo", !noDemo)
 	return serveErr(srv.Serve(ln))
 }
 
 // cmdCheck verifies the bbolt file.
 func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("check", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	dir := fs.String("data-dir", envOr("THREADCTL_DATA_DIR", "./data"), "directory of the bbolt file")
-	if err := parseFlags(fs, args); err != nil {
+	dir := defaultDataDir
+	s := newSettings("check")
+	s.String(&dir, "data-dir", "directory of the bbolt file")
+	rest, err := s.parse(args)
+	if err != nil {
 		return err
 	}
-	path := *dir + "/" + store.FileName
+	if len(rest) > 0 {
+		return fmt.Errorf("check takes no arguments, got %q", rest)
+	}
+	path := dir + "/" + store.FileName
 	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("no store at %s: %w", path, err)
 	}
-	db, err := store.Open(*dir, store.Options{OpenTimeout: time.Second})
+	db, err := store.Open(dir, store.Options{OpenTimeout: time.Second})
 	if err != nil {
 		return fmt.Errorf("%w (stop the service first: check needs the file to itself)", err)
 	}
@@ -107,42 +108,34 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 
 // cmdInspect prints one thread as the running service sees it.
 func cmdInspect(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	fs := flag.NewFlagSet("inspect", flag.ContinueOnError)
-	fs.SetOutput(io.Discard)
-	srv := fs.String("server", envOr("THREADCTL_SERVER", "http://127.0.0.1:8080"), "threadctl's base URL")
-	token := fs.String("token", envOr("THREADCTL_TOKEN", demoAPIToken), "API token")
-	page := fs.String("page-id", "", "the page, when the identity is on several")
-	limit := fs.Int("limit", 20, "how many transitions to show")
-	asJSON := fs.Bool("json", false, "print the debug endpoint's JSON")
+	srv, token, page, limit, asJSON := defaultServerURL, demoAPIToken, "", 20, false
+	s := newSettings("inspect")
+	s.String(&srv, "server", "threadctl's base URL")
+	s.String(&token, "token", "API token")
+	s.String(&page, "page-id", "the page, when the identity is on several").noEnv()
+	s.Int(&limit, "limit", "how many transitions to show").noEnv()
+	s.Bool(&asJSON, "json", "print the debug endpoint's JSON").noEnv()
 	// Flags may come after the identity.
-	var ids []string
-	rest := args
-	for len(rest) > 0 {
-		if err := parseFlags(fs, rest); err != nil {
-			return err
-		}
-		if fs.NArg() == 0 {
-			break
-		}
-		ids = append(ids, fs.Arg(0))
-		rest = fs.Args()[1:]
+	ids, err := s.parse(args)
+	if err != nil {
+		return err
 	}
 	if len(ids) != 1 {
 		return fmt.Errorf("give one identity_foreign_id: threadctl inspect <identity_foreign_id> [--server URL]")
 	}
-	q := url.Values{"limit": {fmt.Sprint(*limit)}}
-	if *page != "" {
-		q.Set("page_id", *page)
+	q := url.Values{"limit": {fmt.Sprint(limit)}}
+	if page != "" {
+		q.Set("page_id", page)
 	}
-	u := strings.TrimRight(*srv, "/") + "/debug/threads/" + url.PathEscape(ids[0]) + "?" + q.Encode()
+	u := strings.TrimRight(srv, "/") + "/debug/threads/" + url.PathEscape(ids[0]) + "?" + q.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+*token)
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := (&http.Client{Timeout: 10 * time.Second}).Do(req)
 	if err != nil {
-		return fmt.Errorf("is threadctl running at %s? %w", *srv, err)
+		return fmt.Errorf("is threadctl running at %s? %w", srv, err)
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -156,7 +149,7 @@ func cmdInspect(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return fmt.Errorf("%s: %s", resp.Status, body)
 	}
-	if *asJSON {
+	if asJSON {
 		_, err := stdout.Write(append(body, '\n'))
 		return err
 	}

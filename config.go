@@ -3,9 +3,9 @@ package main
 import (
 	"bytes"
 	"errors"
-	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -13,7 +13,30 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/threadctl/threadctl/engine"
+	"github.com/threadctl/threadctl/messenger"
+	"github.com/threadctl/threadctl/server"
 	"github.com/threadctl/threadctl/states"
+)
+
+// Defaults, each written once: the flags show them, the demo relies on
+// them (SPEC.md §7), and the commands that talk to a running threadctl or
+// simulator find them there.
+const (
+	defaultHTTPPort       = "8080"
+	defaultAddr           = ":" + defaultHTTPPort
+	defaultServerURL      = "http://127.0.0.1:" + defaultHTTPPort
+	defaultCallbackURL    = defaultServerURL + "/webhooks/messenger"
+	defaultSimAddr        = "127.0.0.1:8081"
+	defaultSimURL         = "http://" + defaultSimAddr
+	defaultDataDir        = "./data"
+	defaultDemoPrimary    = states.PrimaryBot
+	defaultPendingTimeout = 60 * time.Second
+	defaultLogLevel       = "info"
+	defaultLogFormat      = "text"
+	defaultGraphVersion   = messenger.DefaultVersion
+	defaultGraphTimeout   = messenger.DefaultTimeout
+	// defaultGraphURL is Meta's, used when the simulator is off.
+	defaultGraphURL = messenger.DefaultBaseURL
 )
 
 // Demo defaults (SPEC.md §7): fixed so that examples and tests rely on them.
@@ -31,13 +54,18 @@ const (
 
 // Config is threadctl's configuration: the YAML file's fields (their names
 // are part of the contract), overridden by THREADCTL_* variables and flags.
+// Every secret may instead come from a file (<name>_file) or an
+// environment variable (<name>_env); resolveSecrets reads them into the
+// value fields.
 type Config struct {
-	Addr      string       `yaml:"addr"`
-	DataDir   string       `yaml:"data_dir"`
-	APITokens []string     `yaml:"api_tokens"`
-	Graph     GraphConfig  `yaml:"graph"`
-	Webhook   WebhookCfg   `yaml:"webhook"`
-	Pages     []PageConfig `yaml:"pages"`
+	Addr          string       `yaml:"addr"`
+	DataDir       string       `yaml:"data_dir"`
+	APITokens     tokenList    `yaml:"api_tokens"` // global: every page, every endpoint
+	APITokensFile string       `yaml:"api_tokens_file"`
+	APITokensEnv  string       `yaml:"api_tokens_env"`
+	Graph         GraphConfig  `yaml:"graph"`
+	Webhook       WebhookCfg   `yaml:"webhook"`
+	Pages         []PageConfig `yaml:"pages"`
 
 	// Flags and variables only.
 	SimAddr        string         `yaml:"-"`
@@ -45,6 +73,8 @@ type Config struct {
 	PendingTimeout time.Duration  `yaml:"-"`
 	LogLevel       string         `yaml:"-"`
 	LogFormat      string         `yaml:"-"`
+
+	dir string // the config file's directory: relative secret files are in it
 }
 
 // GraphConfig is where Meta's Graph API is.
@@ -56,18 +86,28 @@ type GraphConfig struct {
 
 // WebhookCfg is Meta's webhook subscription.
 type WebhookCfg struct {
-	VerifyToken string `yaml:"verify_token"`
+	VerifyToken     string `yaml:"verify_token"`
+	VerifyTokenFile string `yaml:"verify_token_file"`
+	VerifyTokenEnv  string `yaml:"verify_token_env"`
 }
 
 // PageConfig is one Facebook page connected to RingCX.
 type PageConfig struct {
-	PageID          string        `yaml:"page_id"`
-	Primary         string        `yaml:"primary"`
-	RingCXAppID     string        `yaml:"ringcx_app_id"`
-	RingCXAppSecret string        `yaml:"ringcx_app_secret"`
-	PageToken       string        `yaml:"page_token"`
-	BotAppIDs       []string      `yaml:"bot_app_ids"`
-	PendingTimeout  time.Duration `yaml:"pending_timeout"`
+	PageID              string        `yaml:"page_id"`
+	Primary             string        `yaml:"primary"`
+	RingCXAppID         string        `yaml:"ringcx_app_id"`
+	RingCXAppSecret     string        `yaml:"ringcx_app_secret"`
+	RingCXAppSecretFile string        `yaml:"ringcx_app_secret_file"`
+	RingCXAppSecretEnv  string        `yaml:"ringcx_app_secret_env"`
+	PageToken           string        `yaml:"page_token"`
+	PageTokenFile       string        `yaml:"page_token_file"`
+	PageTokenEnv        string        `yaml:"page_token_env"`
+	BotAppIDs           []string      `yaml:"bot_app_ids"`
+	PendingTimeout      time.Duration `yaml:"pending_timeout"`
+	// APITokens act only on this page's threads.
+	APITokens     tokenList `yaml:"api_tokens"`
+	APITokensFile string    `yaml:"api_tokens_file"`
+	APITokensEnv  string    `yaml:"api_tokens_env"`
 }
 
 // demo reports whether threadctl runs its demo: no page configured.
@@ -76,120 +116,76 @@ func (c *Config) demo() bool { return len(c.Pages) == 0 }
 // simEnabled reports whether threadctl starts the simulator.
 func (c *Config) simEnabled() bool { return c.SimAddr != "off" && c.SimAddr != "" }
 
+// defaultConfig is the configuration with every default and no page.
+func defaultConfig() *Config {
+	return &Config{
+		Addr: defaultAddr, DataDir: defaultDataDir, SimAddr: defaultSimAddr,
+		DemoPrimary: defaultDemoPrimary, PendingTimeout: defaultPendingTimeout,
+		LogLevel: defaultLogLevel, LogFormat: defaultLogFormat,
+		Graph: GraphConfig{Version: defaultGraphVersion, Timeout: defaultGraphTimeout},
+	}
+}
+
+// serveSettings declares serve's flags and variables on cfg.
+func serveSettings(cfg *Config, configPath, demoPrimary *string) *settings {
+	s := newSettings("serve")
+	s.String(configPath, "config", "YAML file with pages, tokens and the Graph API for production")
+	s.String(&cfg.Addr, "addr", "HTTP listen address")
+	s.String(&cfg.DataDir, "data-dir", "directory of the bbolt file")
+	s.String(&cfg.SimAddr, "sim-addr", `listen address of the Messenger simulator, or "off" (implied when a Graph base URL is given)`)
+	s.String(demoPrimary, "demo-primary", "primary app of the demo page: bot, ringcx or none")
+	s.Duration(&cfg.PendingTimeout, "pending-timeout", "how long a request for control waits for the owner to pass (pages that set none)")
+	s.String(&cfg.Graph.BaseURL, "graph-base-url", "Meta's Graph API (graph.base_url; default: the simulator, or "+defaultGraphURL+" when it is off)")
+	s.String(&cfg.Graph.Version, "graph-version", "Graph API version (graph.version)")
+	s.Duration(&cfg.Graph.Timeout, "graph-timeout", "timeout of one Graph API call (graph.timeout)")
+	s.String(&cfg.LogLevel, "log-level", "debug, info, warn or error")
+	s.String(&cfg.LogFormat, "log-format", "text or json")
+	return s
+}
+
 // loadConfig builds the configuration of `threadctl serve`: defaults, then
 // the YAML file (--config or THREADCTL_CONFIG), then THREADCTL_* variables,
 // then flags.
 func loadConfig(args []string) (*Config, error) {
-	cfg := &Config{
-		Addr: ":8080", DataDir: "./data", SimAddr: "127.0.0.1:8081",
-		DemoPrimary: states.PrimaryBot, PendingTimeout: 60 * time.Second,
-		LogLevel: "info", LogFormat: "text",
-	}
-	fs := flag.NewFlagSet("serve", flag.ContinueOnError)
-	fs.SetOutput(new(bytes.Buffer))
-	configPath := fs.String("config", "", "YAML file with pages, tokens and the Graph API for production")
-	addr := fs.String("addr", cfg.Addr, "HTTP listen address")
-	dataDir := fs.String("data-dir", cfg.DataDir, "directory of the bbolt file")
-	simAddr := fs.String("sim-addr", cfg.SimAddr, `listen address of the Messenger simulator, or "off"`)
-	demoPrimary := fs.String("demo-primary", string(cfg.DemoPrimary), "primary app of the demo page: bot, ringcx or none")
-	pending := fs.Duration("pending-timeout", cfg.PendingTimeout, "how long a request for control waits for the owner to pass (pages that set none)")
-	logLevel := fs.String("log-level", cfg.LogLevel, "debug, info, warn or error")
-	logFormat := fs.String("log-format", cfg.LogFormat, "text or json")
-	if err := parseFlags(fs, args); err != nil {
+	cfg := defaultConfig()
+	var path string
+	primary := string(cfg.DemoPrimary)
+	s := serveSettings(cfg, &path, &primary)
+	var apiTokens, verifyToken string
+	s.Env(&apiTokens, "THREADCTL_API_TOKENS", "global API tokens, comma-separated (instead of api_tokens)")
+	s.Env(&verifyToken, "THREADCTL_VERIFY_TOKEN", "the webhook verify token (instead of webhook.verify_token)")
+	rest, err := s.parse(args)
+	if err != nil {
 		return nil, err
 	}
-	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("serve takes no arguments, got %q", fs.Args())
-	}
-	set := map[string]bool{}
-	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-
-	path := *configPath
-	if !set["config"] {
-		path = os.Getenv("THREADCTL_CONFIG")
+	if len(rest) > 0 {
+		return nil, fmt.Errorf("serve takes no arguments, got %q", rest)
 	}
 	if path != "" {
 		if err := cfg.readFile(path); err != nil {
 			return nil, err
 		}
-		if cfg.Graph.BaseURL != "" {
-			cfg.SimAddr = "off"
-		}
+		// Flags and variables win over the file.
+		s.apply()
 	}
-	// Environment, then flags: each setting's later source wins.
-	str := func(name string, flagVal *string, dst *string) {
-		if v, ok := os.LookupEnv("THREADCTL_" + strings.ToUpper(strings.ReplaceAll(name, "-", "_"))); ok {
-			*dst = v
-		}
-		if set[name] {
-			*dst = *flagVal
-		}
+	// A variable replaces the secret with all of its sources in the file.
+	if apiTokens != "" {
+		cfg.APITokens, cfg.APITokensFile, cfg.APITokensEnv = splitList(apiTokens), "", ""
 	}
-	str("addr", addr, &cfg.Addr)
-	str("data-dir", dataDir, &cfg.DataDir)
-	str("sim-addr", simAddr, &cfg.SimAddr)
-	str("log-level", logLevel, &cfg.LogLevel)
-	str("log-format", logFormat, &cfg.LogFormat)
-	primary := string(cfg.DemoPrimary)
-	str("demo-primary", demoPrimary, &primary)
+	if verifyToken != "" {
+		cfg.Webhook = WebhookCfg{VerifyToken: verifyToken}
+	}
+	if cfg.Graph.BaseURL != "" && !s.given("sim-addr") {
+		cfg.SimAddr = "off"
+	}
 	p, err := states.ParsePrimary(primary)
 	if err != nil {
 		return nil, fmt.Errorf("--demo-primary: %w", err)
 	}
 	cfg.DemoPrimary = p
-	pendingStr := ""
-	if v, ok := os.LookupEnv("THREADCTL_PENDING_TIMEOUT"); ok {
-		pendingStr = v
-	}
-	if pendingStr != "" {
-		d, err := time.ParseDuration(pendingStr)
-		if err != nil {
-			return nil, fmt.Errorf("THREADCTL_PENDING_TIMEOUT=%q: %w", pendingStr, err)
-		}
-		cfg.PendingTimeout = d
-	}
-	if set["pending-timeout"] {
-		cfg.PendingTimeout = *pending
-	}
-	if v, ok := os.LookupEnv("THREADCTL_API_TOKENS"); ok {
-		cfg.APITokens = splitList(v)
-	}
-	if v, ok := os.LookupEnv("THREADCTL_VERIFY_TOKEN"); ok {
-		cfg.Webhook.VerifyToken = v
-	}
-	if v, ok := os.LookupEnv("THREADCTL_GRAPH_BASE_URL"); ok {
-		cfg.Graph.BaseURL = v
-	}
+	errs := cfg.resolveSecrets(os.LookupEnv)
 	cfg.applyDefaults()
-	return cfg, cfg.validate()
-}
-
-// parseFlags parses args, turning the flag package's errors into one line
-// that names the flag and lists the valid ones.
-func parseFlags(fs *flag.FlagSet, args []string) error {
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		return errHelp{fs}
-	}
-	if err != nil {
-		var names []string
-		fs.VisitAll(func(f *flag.Flag) { names = append(names, "--"+f.Name) })
-		return fmt.Errorf("%s: %v (flags: %s)", fs.Name(), err, strings.Join(names, " "))
-	}
-	return nil
-}
-
-// errHelp asks for a command's usage.
-type errHelp struct{ fs *flag.FlagSet }
-
-func (e errHelp) Error() string { return "help requested" }
-
-func (e errHelp) usage() string {
-	var b strings.Builder
-	e.fs.SetOutput(&b)
-	fmt.Fprintf(&b, "Usage of threadctl %s:\n", e.fs.Name())
-	e.fs.PrintDefaults()
-	return b.String()
+	return cfg, cfg.validate(errs...)
 }
 
 func splitList(s string) []string {
@@ -210,35 +206,44 @@ func (c *Config) readFile(path string) error {
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	dec.KnownFields(true)
 	if err := dec.Decode(c); err != nil {
-		return fmt.Errorf("config %s: %w", path, err)
+		return fmt.Errorf("config %s: %w", path, scrubYAMLError(err))
 	}
+	c.dir = filepath.Dir(path)
 	return nil
 }
 
+// applyDefaults fills what is left empty. The demo API token is a default
+// only while no token is configured at all: page tokens alone leave no
+// global token.
 func (c *Config) applyDefaults() {
-	if len(c.APITokens) == 0 {
-		c.APITokens = []string{demoAPIToken}
+	if len(c.APITokens) == 0 && !c.pageTokens() {
+		c.APITokens = tokenList{demoAPIToken}
 	}
 	if c.Webhook.VerifyToken == "" {
 		c.Webhook.VerifyToken = demoVerifyToken
 	}
 	if c.Graph.Version == "" {
-		c.Graph.Version = "v19.0"
+		c.Graph.Version = defaultGraphVersion
 	}
 	if c.Graph.Timeout == 0 {
-		c.Graph.Timeout = 5 * time.Second
+		c.Graph.Timeout = defaultGraphTimeout
 	}
 	if !c.simEnabled() && c.Graph.BaseURL == "" {
-		c.Graph.BaseURL = "https://graph.facebook.com"
+		c.Graph.BaseURL = defaultGraphURL
 	}
 }
 
-// validate reports every problem of the configuration at once.
-func (c *Config) validate() error {
-	var errs []error
+// pageTokens reports whether a page has its own API tokens.
+func (c *Config) pageTokens() bool {
+	return slices.ContainsFunc(c.Pages, func(p PageConfig) bool { return len(p.APITokens) > 0 })
+}
+
+// validate reports every problem of the configuration at once, after
+// those given.
+func (c *Config) validate(errs ...error) error {
 	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
 	if c.Addr == "" {
-		bad("addr is empty: give a listen address such as :8080")
+		bad("addr is empty: give a listen address such as %s", defaultAddr)
 	}
 	if c.DataDir == "" {
 		bad("data_dir is empty: give the directory of the bbolt file")
@@ -252,9 +257,9 @@ func (c *Config) validate() error {
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("log-format %q: use text or json", c.LogFormat)
 	}
-	for _, t := range c.APITokens {
-		if strings.TrimSpace(t) == "" {
-			bad("api_tokens has an empty token")
+	for i, t := range c.APITokens {
+		if err := server.CheckToken(t); err != nil {
+			bad("api_tokens[%d]: %v", i, err)
 		}
 	}
 	if !c.simEnabled() && c.demo() {
@@ -262,10 +267,7 @@ func (c *Config) validate() error {
 	}
 	seen := map[string]bool{}
 	for i, p := range c.Pages {
-		where := fmt.Sprintf("pages[%d]", i)
-		if p.PageID != "" {
-			where += " (" + p.PageID + ")"
-		}
+		where := pageWhere(i, p.PageID)
 		if seen[p.PageID] {
 			bad("%s: page_id appears twice", where)
 		}
@@ -277,11 +279,16 @@ func (c *Config) validate() error {
 		if err != nil {
 			bad("%s: %v", where, err)
 		}
-		if p.PageToken == "" {
-			bad("%s: page_token is required (the RingCX app's page access token)", where)
+		if p.PageToken == "" && p.PageTokenFile == "" && p.PageTokenEnv == "" {
+			bad("%s: page_token is required (the RingCX app's page access token; or page_token_file, page_token_env)", where)
 		}
-		if p.RingCXAppSecret == "" {
-			bad("%s: ringcx_app_secret is required (webhook signatures are checked with it)", where)
+		if p.RingCXAppSecret == "" && p.RingCXAppSecretFile == "" && p.RingCXAppSecretEnv == "" {
+			bad("%s: ringcx_app_secret is required (webhook signatures are checked with it; or ringcx_app_secret_file, ringcx_app_secret_env)", where)
+		}
+		for j, t := range p.APITokens {
+			if err := server.CheckToken(t); err != nil {
+				bad("%s: api_tokens[%d]: %v", where, j, err)
+			}
 		}
 	}
 	if len(errs) > 0 {

@@ -39,8 +39,10 @@ Commands:
   simulate   play a seed workflow and print its trace: threadctl simulate <workflow>
   diagram    print a state diagram (--primary) or a workflow diagram (--workflow)
 
-Run "threadctl <command> -h" for a command's flags. Every flag of serve is
-also a THREADCTL_<NAME> environment variable (--data-dir: THREADCTL_DATA_DIR).
+Run "threadctl <command> -h" for a command's flags. A setting is a flag and
+a THREADCTL_<NAME> environment variable (--data-dir: THREADCTL_DATA_DIR);
+-h names each one's. A flag wins over its variable, which wins over the
+config file.
 `
 
 // run is the whole program, with its exit code.

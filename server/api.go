@@ -79,14 +79,21 @@ func (s *Server) identityParam(c echo.Context) (engine.ThreadKey, error) {
 }
 
 // identity finds the thread of an identity_foreign_id (optionally on one
-// page, with page_id).
+// page, with page_id) among the pages of the request's token.
 func (s *Server) identity(c echo.Context, id string) (engine.ThreadKey, error) {
+	sc := scopeOf(c)
 	if page := c.QueryParam("page_id"); page != "" {
 		key := engine.ThreadKey{PageID: page, PSID: id}
+		if !sc.allows(page) {
+			return key, noThread(key)
+		}
 		if _, err := s.cfg.Engine.Thread(c.Request().Context(), key); err != nil {
 			return key, err
 		}
 		return key, nil
+	}
+	if !sc.global {
+		return s.findInScope(c.Request().Context(), sc, id)
 	}
 	return s.cfg.Engine.FindIdentity(c.Request().Context(), id)
 }
@@ -152,6 +159,9 @@ func (s *Server) openIntervention(c echo.Context) error {
 
 // closeIntervention is PUT /1.0/interventions/{id}/close.
 func (s *Server) closeIntervention(c echo.Context) error {
+	if _, err := s.intervention(c, c.Param("id")); err != nil {
+		return err
+	}
 	iv, res, err := s.cfg.Engine.CloseIntervention(c.Request().Context(), c.Param("id"))
 	if err != nil {
 		return err
@@ -161,7 +171,7 @@ func (s *Server) closeIntervention(c echo.Context) error {
 
 // getIntervention is GET /1.0/interventions/{id}.
 func (s *Server) getIntervention(c echo.Context) error {
-	iv, err := s.cfg.Engine.Intervention(c.Request().Context(), c.Param("id"))
+	iv, err := s.intervention(c, c.Param("id"))
 	if err != nil {
 		return err
 	}
@@ -191,7 +201,7 @@ func (s *Server) createContent(c echo.Context) error {
 
 // getContent is GET /1.0/contents/{id}.
 func (s *Server) getContent(c echo.Context) error {
-	ct, err := s.cfg.Engine.Content(c.Request().Context(), c.Param("id"))
+	ct, err := s.content(c, c.Param("id"))
 	if err != nil {
 		return err
 	}

@@ -230,9 +230,10 @@ func ListFilter(c echo.Context) (engine.ListFilter, error) {
 	return f, err
 }
 
-// ListThreads reads one page of the thread list.
+// ListThreads reads one page of the thread list: the threads of the pages
+// the request's token acts on.
 func ListThreads(c echo.Context, eng *engine.Engine, f engine.ListFilter) (ThreadList, error) {
-	threads, next, err := eng.ListThreads(c.Request().Context(), f)
+	threads, next, err := listInScope(c.Request().Context(), eng, scopeOf(c), f)
 	if err != nil {
 		return ThreadList{}, err
 	}

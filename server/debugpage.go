@@ -212,7 +212,7 @@ func (s *Server) debugList(c echo.Context) error {
 	}
 	v.Pages = append(v.Pages, option{Value: "", Label: "all pages", Selected: f.PageID == ""})
 	known := false
-	for _, p := range eng.Pages() {
+	for _, p := range visiblePages(c, eng) {
 		known = known || p.ID == f.PageID
 		v.Pages = append(v.Pages, option{Value: p.ID, Label: p.ID + " (primary " + string(p.Primary) + ")", Selected: f.PageID == p.ID})
 	}

@@ -5,7 +5,6 @@ package server
 
 import (
 	"context"
-	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -13,7 +12,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"strings"
 	"time"
 
 	"github.com/labstack/echo/v4"
@@ -25,9 +23,13 @@ import (
 // Config wires a server.
 type Config struct {
 	Engine *engine.Engine
-	// APITokens are accepted by the Bots API, the agent API, /debug and
-	// /diagrams, as ?access_token= or Authorization: Bearer.
+	// APITokens are global API tokens (each the token or "sha256:<hex>"),
+	// accepted by the Bots API, the agent API, /debug and /diagrams, as
+	// ?access_token= or Authorization: Bearer.
 	APITokens []string
+	// Tokens are more API tokens, each global or acting only on some pages'
+	// threads.
+	Tokens []Token
 	// VerifyToken answers Meta's webhook verification handshake.
 	VerifyToken string
 	// WebhookSecrets are the app secrets a webhook signature may be made with
@@ -42,14 +44,15 @@ type Config struct {
 	// Docs holds the recorded workflow diagrams (workflows/<name>.<format>),
 	// served under /diagrams/workflows/; nil serves none.
 	Docs fs.FS
-	// Extra registers more routes behind the API token.
+	// Extra registers more routes behind a global API token (operations:
+	// not about one page's threads).
 	Extra  func(g Router)
 	Logger *slog.Logger
 	// BodyLimit caps request bodies (default 1 MiB).
 	BodyLimit int64
 }
 
-// Router is where extra routes are registered; they need an API token.
+// Router is where extra routes are registered; they need a global API token.
 type Router interface {
 	GET(path string, h echo.HandlerFunc)
 }
@@ -67,6 +70,7 @@ func (r authRouter) PUT(path string, h echo.HandlerFunc)  { r.e.PUT(path, h, r.a
 // Server is the HTTP front end.
 type Server struct {
 	cfg     Config
+	tokens  tokenSet
 	metrics *Metrics
 	svgs    svgCache
 	echo    *echo.Echo
@@ -79,8 +83,12 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Engine == nil {
 		return nil, errors.New("server: Engine is required")
 	}
-	if len(cfg.APITokens) == 0 {
+	if len(cfg.APITokens) == 0 && len(cfg.Tokens) == 0 {
 		return nil, errors.New("server: at least one API token is required")
+	}
+	tokens, err := newTokenSet(cfg.APITokens, cfg.Tokens)
+	if err != nil {
+		return nil, err
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
@@ -88,7 +96,7 @@ func New(cfg Config) (*Server, error) {
 	if cfg.BodyLimit <= 0 {
 		cfg.BodyLimit = 1 << 20
 	}
-	s := &Server{cfg: cfg, log: cfg.Logger, metrics: cfg.Metrics}
+	s := &Server{cfg: cfg, tokens: tokens, log: cfg.Logger, metrics: cfg.Metrics}
 	e := echo.New()
 	e.HideBanner, e.HidePort = true, true
 	e.HTTPErrorHandler = s.handleError
@@ -100,7 +108,9 @@ func New(cfg Config) (*Server, error) {
 		s.log.Error("panic", "err", err, "request_id", requestID(c), "stack", string(stack))
 		return err
 	}}))
+	e.Use(s.headerLimit)
 	e.Use(s.bodyLimit)
+	e.Use(s.unambiguous)
 
 	e.GET("/healthz", func(c echo.Context) error { return success(c) })
 	e.GET("/readyz", s.readyz)
@@ -128,7 +138,7 @@ func New(cfg Config) (*Server, error) {
 	api.GET("/diagrams/threads/:file", s.threadDiagram)
 	api.GET("/diagrams/workflows/:file", s.workflowDiagram)
 	if cfg.Extra != nil {
-		cfg.Extra(api)
+		cfg.Extra(authRouter{e: e, auth: s.authGlobal})
 	}
 	s.echo = e
 	return s, nil
@@ -142,6 +152,7 @@ func (s *Server) Serve(l net.Listener) error {
 	s.http = &http.Server{
 		Handler:           s.echo,
 		ReadHeaderTimeout: 5 * time.Second,
+		MaxHeaderBytes:    headerReadLimit,
 		ReadTimeout:       30 * time.Second,
 		// Graph calls (with retries) are made while a request waits.
 		WriteTimeout: 60 * time.Second,
@@ -176,29 +187,6 @@ func (s *Server) readyz(c echo.Context) error {
 		}
 	}
 	return success(c)
-}
-
-// auth accepts an API token as ?access_token= or Authorization: Bearer.
-func (s *Server) auth(next echo.HandlerFunc) echo.HandlerFunc {
-	return func(c echo.Context) error {
-		token := c.QueryParam("access_token")
-		if h := c.Request().Header.Get(echo.HeaderAuthorization); h != "" {
-			scheme, bearer, ok := strings.Cut(h, " ")
-			if !ok || !strings.EqualFold(scheme, "Bearer") {
-				return &apiError{status: http.StatusUnauthorized, msg: "the Authorization header must be \"Bearer <access_token>\""}
-			}
-			token = strings.TrimSpace(bearer)
-		}
-		if token == "" {
-			return &apiError{status: http.StatusUnauthorized, msg: "missing access token: pass ?access_token=<token> or an Authorization: Bearer <token> header"}
-		}
-		for _, t := range s.cfg.APITokens {
-			if subtle.ConstantTimeCompare([]byte(t), []byte(token)) == 1 {
-				return next(c)
-			}
-		}
-		return &apiError{status: http.StatusUnauthorized, msg: "invalid access token: check the token configured in threadctl's api_tokens"}
-	}
 }
 
 func (s *Server) bodyLimit(next echo.HandlerFunc) echo.HandlerFunc {

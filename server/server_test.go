@@ -53,7 +53,8 @@ type fixture struct {
 	storeClosed bool
 }
 
-func newFixture(t *testing.T) *fixture {
+// newFixture starts the fixture; opts change the server's configuration.
+func newFixture(t *testing.T, opts ...func(*server.Config)) *fixture {
 	t.Helper()
 	ctx := context.Background()
 	f := &fixture{}
@@ -98,10 +99,14 @@ func newFixture(t *testing.T) *fixture {
 		t.Fatalf("engine.Start: %v", err)
 	}
 
-	f.srv, err = server.New(server.Config{
+	cfg := server.Config{
 		Engine: eng, APITokens: []string{apiToken}, VerifyToken: verifyToken,
 		WebhookSecrets: []string{ringcxSecret}, Ready: eng.Ping, Metrics: f.metrics,
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	f.srv, err = server.New(cfg)
 	if err != nil {
 		t.Fatalf("server.New: %v", err)
 	}
