@@ -10,6 +10,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/threadctl/threadctl/diagrams"
 	"github.com/threadctl/threadctl/engine"
 	"github.com/threadctl/threadctl/messenger"
 	"github.com/threadctl/threadctl/messenger/sim"
@@ -49,7 +50,7 @@ func (a *App) start(ctx context.Context) error {
 	cfg := a.cfg
 	pages := cfg.Pages
 	if cfg.demo() {
-		pages = demoPages(cfg.DemoPrimary, cfg.PendingTimeout)
+		pages = demoPages(cfg)
 	}
 	var err error
 	if a.httpLn, err = net.Listen("tcp", cfg.Addr); err != nil {
@@ -134,7 +135,7 @@ func (a *App) start(ctx context.Context) error {
 	go func() { a.done <- a.server.Serve(a.httpLn) }()
 	a.log.Info("threadctl serving", "addr", a.httpLn.Addr().String(), "data_dir", cfg.DataDir, "pages", len(pages), "graph", graphURL)
 	if a.sim != nil {
-		a.log.Info("messenger simulator serving", "addr", a.simLn.Addr().String(), "demo", cfg.demo(), "primary", cfg.DemoPrimary)
+		a.log.Info("messenger simulator serving", "addr", a.simLn.Addr().String(), "demo", cfg.demo(), "primary", cfg.DemoPrimary, "routing", cfg.DemoRouting)
 	}
 	return nil
 }
@@ -162,19 +163,28 @@ func serveErr(err error) error {
 func (a *App) configureSim(pages []PageConfig) error {
 	callback := "http://" + loopback(a.httpLn.Addr()) + "/webhooks/messenger"
 	for _, p := range pages {
-		if err := a.sim.PutPage(simPage(p, callback, a.cfg.Webhook.VerifyToken)); err != nil {
+		takeover := a.cfg.DemoTakeover
+		if !a.cfg.demo() {
+			takeover = p.RingCXTakeover == nil || *p.RingCXTakeover
+		}
+		if err := a.sim.PutPage(simPage(p, takeover, callback, a.cfg.Webhook.VerifyToken)); err != nil {
 			return fmt.Errorf("simulator page %s: %w", p.PageID, err)
 		}
 	}
 	return nil
 }
 
-// simPage is a configured page as the simulator sees it: mode hop_v2, the
-// RingCX app whose webhooks go to callback, and a reference bot (honouring
-// requests, echoing) per bot app. The demo's bot has the demo token and
-// secret; other bots get bot-<app id>-page-token and bot-<app id>-secret.
-func simPage(p PageConfig, callback, verifyToken string) sim.PageConfig {
+// simPage is a configured page as the simulator sees it: mode hop_v2, or on
+// Conversation Routing cr (cr_zero without a default app) with the RingCX
+// app's takeover setting; the RingCX app whose webhooks go to callback; and
+// a reference bot per bot app, which echoes, passes control when asked, and
+// on Conversation Routing passes it to RingCX by itself when the customer
+// asks for an agent (diagrams.HandoverText). The demo's bot has the demo
+// token and secret; other bots get bot-<app id>-page-token and
+// bot-<app id>-secret.
+func simPage(p PageConfig, takeover bool, callback, verifyToken string) sim.PageConfig {
 	fields := []string{"messages", "messaging_handovers", "standby"}
+	cr := p.Routing == string(states.ConversationRouting)
 	pc := sim.PageConfig{PageID: p.PageID, Mode: "hop_v2"}
 	switch states.Primary(p.Primary) {
 	case states.PrimaryBot:
@@ -182,18 +192,31 @@ func simPage(p PageConfig, callback, verifyToken string) sim.PageConfig {
 	case states.PrimaryRingCX:
 		pc.PrimaryAppID = p.RingCXAppID
 	}
-	pc.Apps = append(pc.Apps, sim.AppConfig{
+	switch {
+	case cr && pc.PrimaryAppID == "":
+		pc.Mode = "cr_zero"
+	case cr:
+		pc.Mode = "cr"
+	}
+	ringcx := sim.AppConfig{
 		AppID: p.RingCXAppID, Name: "RingCX", AccessToken: p.PageToken, AppSecret: p.RingCXAppSecret,
 		CallbackURL: callback, VerifyToken: verifyToken, Fields: fields,
-	})
+	}
+	if cr {
+		ringcx.TakeoverAllowed = &takeover
+	}
+	pc.Apps = append(pc.Apps, ringcx)
 	for i, id := range p.BotAppIDs {
 		token, secret := "bot-"+id+"-page-token", "bot-"+id+"-secret"
 		if p.PageID == demoPageID && id == demoBotAppID {
 			token, secret = demoBotToken, demoBotSecret
 		}
+		bot := &sim.BotConfig{HonorRequests: true, Reply: "echo"}
+		if cr {
+			bot.HandoverText, bot.HandoverAppID, bot.HandoverVia = diagrams.HandoverText, p.RingCXAppID, "send_api"
+		}
 		pc.Apps = append(pc.Apps, sim.AppConfig{
-			AppID: id, Name: fmt.Sprintf("Bot %d", i+1), AccessToken: token, AppSecret: secret, Fields: fields,
-			Bot: &sim.BotConfig{HonorRequests: true, Reply: "echo"},
+			AppID: id, Name: fmt.Sprintf("Bot %d", i+1), AccessToken: token, AppSecret: secret, Fields: fields, Bot: bot,
 		})
 	}
 	return pc

@@ -77,7 +77,8 @@ func startPrivate(ctx context.Context, w diagrams.Workflow, stderr io.Writer) (*
 		return nil, nil, err
 	}
 	cfg := defaultConfig()
-	cfg.Addr, cfg.SimAddr, cfg.DataDir, cfg.DemoPrimary, cfg.LogLevel = "127.0.0.1:0", "127.0.0.1:0", dir, w.Primary, "warn"
+	cfg.Addr, cfg.SimAddr, cfg.DataDir, cfg.LogLevel = "127.0.0.1:0", "127.0.0.1:0", dir, "warn"
+	cfg.DemoPrimary, cfg.DemoRouting, cfg.DemoTakeover = w.Primary, w.Routing, w.Takeover
 	cfg.applyDefaults()
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	app, err := Start(ctx, cfg, log)

@@ -24,11 +24,14 @@ import (
 // go to --callback.
 func cmdSim(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	addr, callback, primary, noDemo := defaultSimAddr, defaultCallbackURL, string(defaultDemoPrimary), false
+	routing, takeover := defaultDemoRouting, defaultDemoTakeover
 	s := newSettings("sim")
 	// The variable of serve's simulator, so that one setting moves both.
 	s.String(&addr, "addr", "listen address").env("THREADCTL_SIM_ADDR")
 	s.String(&callback, "callback", "the RingCX app's webhook URL on the demo page").env("THREADCTL_SIM_CALLBACK")
 	s.String(&primary, "demo-primary", "primary app of the demo page: bot, ringcx or none")
+	s.String(&routing, "demo-routing", "routing of the demo page: hop or cr")
+	s.String(&takeover, "demo-takeover", "with --demo-routing cr: the RingCX app's takeover setting, on or off")
 	s.Bool(&noDemo, "no-demo", "start without the demo page (configure pages with PUT /_sim/pages/{id})")
 	rest, err := s.parse(args)
 	if err != nil {
@@ -37,15 +40,21 @@ func cmdSim(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	if len(rest) > 0 {
 		return fmt.Errorf("sim takes no arguments, got %q", rest)
 	}
-	p, err := states.ParsePrimary(primary)
-	if err != nil {
+	cfg := defaultConfig()
+	if cfg.DemoPrimary, err = states.ParsePrimary(primary); err != nil {
 		return fmt.Errorf("--demo-primary: %w", err)
+	}
+	if cfg.DemoRouting, err = parseDemoRouting(routing); err != nil {
+		return err
+	}
+	if takeover != "on" && takeover != "off" {
+		return fmt.Errorf("--demo-takeover %q: use on or off", takeover)
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
 	sm := sim.New(sim.Options{Logger: log})
 	defer sm.Close()
 	if !noDemo {
-		if err := sm.PutPage(simPage(demoPages(p, 0)[0], callback, demoVerifyToken)); err != nil {
+		if err := sm.PutPage(simPage(demoPages(cfg)[0], takeover == "on", callback, demoVerifyToken)); err != nil {
 			return err
 		}
 	}

@@ -30,6 +30,8 @@ const (
 	defaultSimURL         = "http://" + defaultSimAddr
 	defaultDataDir        = "./data"
 	defaultDemoPrimary    = states.PrimaryBot
+	defaultDemoRouting    = "hop"
+	defaultDemoTakeover   = "on"
 	defaultPendingTimeout = 60 * time.Second
 	defaultLogLevel       = "info"
 	defaultLogFormat      = "text"
@@ -68,11 +70,16 @@ type Config struct {
 	Pages         []PageConfig `yaml:"pages"`
 
 	// Flags and variables only.
-	SimAddr        string         `yaml:"-"`
-	DemoPrimary    states.Primary `yaml:"-"`
-	PendingTimeout time.Duration  `yaml:"-"`
-	LogLevel       string         `yaml:"-"`
-	LogFormat      string         `yaml:"-"`
+	SimAddr     string         `yaml:"-"`
+	DemoPrimary states.Primary `yaml:"-"`
+	DemoRouting states.Routing `yaml:"-"`
+	// DemoTakeover is the demo page's takeover setting for the RingCX app
+	// at Meta (the simulator) on Conversation Routing; threadctl is not
+	// told it and learns it.
+	DemoTakeover   bool          `yaml:"-"`
+	PendingTimeout time.Duration `yaml:"-"`
+	LogLevel       string        `yaml:"-"`
+	LogFormat      string        `yaml:"-"`
 
 	dir string // the config file's directory: relative secret files are in it
 }
@@ -104,6 +111,13 @@ type PageConfig struct {
 	PageTokenEnv        string        `yaml:"page_token_env"`
 	BotAppIDs           []string      `yaml:"bot_app_ids"`
 	PendingTimeout      time.Duration `yaml:"pending_timeout"`
+	// Routing is handover_protocol or conversation_routing; empty leaves it
+	// to Meta (asked at start, learned from refusals).
+	Routing string `yaml:"routing"`
+	// RingCXTakeover is the page's takeover setting for the RingCX app on
+	// Conversation Routing pages (Page Settings → Advanced Messaging);
+	// unset, threadctl assumes it is on until Meta refuses a take.
+	RingCXTakeover *bool `yaml:"ringcx_takeover"`
 	// APITokens act only on this page's threads.
 	APITokens     tokenList `yaml:"api_tokens"`
 	APITokensFile string    `yaml:"api_tokens_file"`
@@ -120,20 +134,23 @@ func (c *Config) simEnabled() bool { return c.SimAddr != "off" && c.SimAddr != "
 func defaultConfig() *Config {
 	return &Config{
 		Addr: defaultAddr, DataDir: defaultDataDir, SimAddr: defaultSimAddr,
-		DemoPrimary: defaultDemoPrimary, PendingTimeout: defaultPendingTimeout,
-		LogLevel: defaultLogLevel, LogFormat: defaultLogFormat,
+		DemoPrimary: defaultDemoPrimary, DemoRouting: states.HandoverProtocol, DemoTakeover: true,
+		PendingTimeout: defaultPendingTimeout,
+		LogLevel:       defaultLogLevel, LogFormat: defaultLogFormat,
 		Graph: GraphConfig{Version: defaultGraphVersion, Timeout: defaultGraphTimeout},
 	}
 }
 
 // serveSettings declares serve's flags and variables on cfg.
-func serveSettings(cfg *Config, configPath, demoPrimary *string) *settings {
+func serveSettings(cfg *Config, configPath, demoPrimary, demoRouting, demoTakeover *string) *settings {
 	s := newSettings("serve")
 	s.String(configPath, "config", "YAML file with pages, tokens and the Graph API for production")
 	s.String(&cfg.Addr, "addr", "HTTP listen address")
 	s.String(&cfg.DataDir, "data-dir", "directory of the bbolt file")
 	s.String(&cfg.SimAddr, "sim-addr", `listen address of the Messenger simulator, or "off" (implied when a Graph base URL is given)`)
-	s.String(demoPrimary, "demo-primary", "primary app of the demo page: bot, ringcx or none")
+	s.String(demoPrimary, "demo-primary", "primary app of the demo page (its default app with --demo-routing cr): bot, ringcx or none")
+	s.String(demoRouting, "demo-routing", "routing of the demo page: hop (the Handover Protocol, as in the seed) or cr (Conversation Routing)")
+	s.String(demoTakeover, "demo-takeover", "with --demo-routing cr: the demo page's takeover setting for the RingCX app at Meta, on or off (threadctl learns it)")
 	s.Duration(&cfg.PendingTimeout, "pending-timeout", "how long a request for control waits for the owner to pass (pages that set none)")
 	s.String(&cfg.Graph.BaseURL, "graph-base-url", "Meta's Graph API (graph.base_url; default: the simulator, or "+defaultGraphURL+" when it is off)")
 	s.String(&cfg.Graph.Version, "graph-version", "Graph API version (graph.version)")
@@ -149,8 +166,8 @@ func serveSettings(cfg *Config, configPath, demoPrimary *string) *settings {
 func loadConfig(args []string) (*Config, error) {
 	cfg := defaultConfig()
 	var path string
-	primary := string(cfg.DemoPrimary)
-	s := serveSettings(cfg, &path, &primary)
+	primary, routing, takeover := string(cfg.DemoPrimary), defaultDemoRouting, defaultDemoTakeover
+	s := serveSettings(cfg, &path, &primary, &routing, &takeover)
 	var apiTokens, verifyToken string
 	s.Env(&apiTokens, "THREADCTL_API_TOKENS", "global API tokens, comma-separated (instead of api_tokens)")
 	s.Env(&verifyToken, "THREADCTL_VERIFY_TOKEN", "the webhook verify token (instead of webhook.verify_token)")
@@ -183,9 +200,33 @@ func loadConfig(args []string) (*Config, error) {
 		return nil, fmt.Errorf("--demo-primary: %w", err)
 	}
 	cfg.DemoPrimary = p
+	if cfg.DemoRouting, err = parseDemoRouting(routing); err != nil {
+		return nil, err
+	}
+	switch takeover {
+	case "on", "off":
+		cfg.DemoTakeover = takeover == "on"
+	default:
+		return nil, fmt.Errorf("--demo-takeover %q: use on or off", takeover)
+	}
 	errs := cfg.resolveSecrets(os.LookupEnv)
 	cfg.applyDefaults()
 	return cfg, cfg.validate(errs...)
+}
+
+// parseDemoRouting reads --demo-routing: hop or cr, or a routing's name.
+func parseDemoRouting(s string) (states.Routing, error) {
+	switch s {
+	case "hop":
+		return states.HandoverProtocol, nil
+	case "cr":
+		return states.ConversationRouting, nil
+	}
+	r, err := states.ParseRouting(s)
+	if err != nil {
+		return "", fmt.Errorf("--demo-routing %q: use hop or cr", s)
+	}
+	return r, nil
 }
 
 func splitList(s string) []string {
@@ -314,14 +355,22 @@ func (p PageConfig) enginePage(defaultPending time.Duration) (engine.Page, error
 	if pending == 0 {
 		pending = defaultPending
 	}
-	return engine.Page{ID: p.PageID, Primary: primary, RingCXAppID: p.RingCXAppID, BotAppIDs: p.BotAppIDs, PendingTimeout: pending}, nil
+	var routing states.Routing
+	if p.Routing != "" {
+		if routing, err = states.ParseRouting(p.Routing); err != nil {
+			return engine.Page{}, fmt.Errorf("routing: %w", err)
+		}
+	}
+	return engine.Page{ID: p.PageID, Primary: primary, RingCXAppID: p.RingCXAppID, BotAppIDs: p.BotAppIDs, PendingTimeout: pending,
+		Routing: routing, Takeover: p.RingCXTakeover}, nil
 }
 
-// demoPages is the demo page of SPEC.md §7 as configuration.
-func demoPages(primary states.Primary, pending time.Duration) []PageConfig {
+// demoPages is the demo page of SPEC.md §7 as configuration, with cfg's
+// primary and routing. Its takeover setting is left for threadctl to learn.
+func demoPages(cfg *Config) []PageConfig {
 	return []PageConfig{{
-		PageID: demoPageID, Primary: string(primary), RingCXAppID: demoRingCXAppID,
+		PageID: demoPageID, Primary: string(cfg.DemoPrimary), Routing: string(cfg.DemoRouting), RingCXAppID: demoRingCXAppID,
 		RingCXAppSecret: demoRingCXSec, PageToken: demoRingCXToken,
-		BotAppIDs: []string{demoBotAppID}, PendingTimeout: pending,
+		BotAppIDs: []string{demoBotAppID}, PendingTimeout: cfg.PendingTimeout,
 	}}
 }

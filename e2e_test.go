@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/threadctl/threadctl/diagrams"
+	"github.com/threadctl/threadctl/states"
 )
 
 // binary is threadctl built once for the end-to-end tests.
@@ -141,7 +142,14 @@ func TestSeedWorkflowsEndToEnd(t *testing.T) {
 	for i, w := range diagrams.Workflows {
 		t.Run(w.Name, func(t *testing.T) {
 			dir := t.TempDir()
-			p := startBinary(t, dir, "--demo-primary", string(w.Primary))
+			routing, takeover := "hop", "off"
+			if w.Routing == states.ConversationRouting {
+				routing = "cr"
+			}
+			if w.Takeover {
+				takeover = "on"
+			}
+			p := startBinary(t, dir, "--demo-primary", string(w.Primary), "--demo-routing", routing, "--demo-takeover", takeover)
 			psid := fmt.Sprintf("79%014d", i)
 			trace, err := diagrams.Play(context.Background(), w, p.endpoints(), psid)
 			if err != nil {

@@ -34,7 +34,8 @@ func TestMetricsAfterWorkflow(t *testing.T) {
 		t.Errorf("lint: %s: %s", p.Metric, p.Text)
 	}
 
-	// The customer wrote (idle → bot), the bot handed over (bot →
+	// Start-up asked Meta how the page routes conversations. The customer
+	// wrote (idle → bot), the bot handed over (bot →
 	// pending-request), Meta passed (→ agent), the agent opened an
 	// intervention (agent_engage, no change) and closed it (→ idle).
 	want := `
@@ -47,13 +48,13 @@ threadctl_threads{state="pending-request"} 0
 # HELP threadctl_handover_requests_total Bots API handover calls, by direction (to_agent, to_bot) and outcome (success or the error's HTTP status).
 # TYPE threadctl_handover_requests_total counter
 threadctl_handover_requests_total{direction="to_agent",outcome="success"} 1
-# HELP threadctl_transitions_total Events recorded on threads, by page primary, event, source and destination state, and outcome (applied, no_change, ignored, failed).
+# HELP threadctl_transitions_total Events recorded on threads, by the table that decided (the page's routing and primary: bot, ringcx, none, cr-bot, …), event, source and destination state, and outcome (applied, no_change, ignored, failed).
 # TYPE threadctl_transitions_total counter
-threadctl_transitions_total{event="agent_engage",from="agent",outcome="no_change",primary="bot",to="agent"} 1
-threadctl_transitions_total{event="control_passed",from="pending-request",outcome="applied",primary="bot",to="agent"} 1
-threadctl_transitions_total{event="customer_message",from="idle",outcome="applied",primary="bot",to="bot"} 1
-threadctl_transitions_total{event="handover_to_agent",from="bot",outcome="applied",primary="bot",to="pending-request"} 1
-threadctl_transitions_total{event="intervention_closed",from="agent",outcome="applied",primary="bot",to="idle"} 1
+threadctl_transitions_total{event="agent_engage",from="agent",outcome="no_change",table="bot",to="agent"} 1
+threadctl_transitions_total{event="control_passed",from="pending-request",outcome="applied",table="bot",to="agent"} 1
+threadctl_transitions_total{event="customer_message",from="idle",outcome="applied",table="bot",to="bot"} 1
+threadctl_transitions_total{event="handover_to_agent",from="bot",outcome="applied",table="bot",to="pending-request"} 1
+threadctl_transitions_total{event="intervention_closed",from="agent",outcome="applied",table="bot",to="idle"} 1
 `
 	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "threadctl_threads", "threadctl_handover_requests_total", "threadctl_transitions_total"); err != nil {
 		t.Error(err)
@@ -61,6 +62,7 @@ threadctl_transitions_total{event="intervention_closed",from="agent",outcome="ap
 	want = `
 # HELP threadctl_graph_calls_total Graph API calls made by the RingCX app, by call and outcome (ok, not_owner, rate_limited, meta_error, server_error, network_error), retries included in one call.
 # TYPE threadctl_graph_calls_total counter
+threadctl_graph_calls_total{call="messaging_feature_status",outcome="ok"} 1
 threadctl_graph_calls_total{call="release_thread_control",outcome="ok"} 1
 threadctl_graph_calls_total{call="request_thread_control",outcome="ok"} 1
 threadctl_graph_calls_total{call="send_message",outcome="ok"} 1

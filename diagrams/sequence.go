@@ -15,6 +15,22 @@ func mermaidText(s string) string {
 	return strings.NewReplacer("#", "#35;", ";", "#59;", "\n", "<br/>").Replace(s)
 }
 
+// maxDetail is the longest detail a drawing shows; the trace's text keeps
+// all of it.
+const maxDetail = 100
+
+// drawn is the trace's items as drawn: details cut to maxDetail runes.
+func (t *Trace) drawn() []Item {
+	items := make([]Item, len(t.Items))
+	for i, it := range t.Items {
+		if r := []rune(it.Detail); len(r) > maxDetail {
+			it.Detail = strings.TrimSpace(string(r[:maxDetail-1])) + "…"
+		}
+		items[i] = it
+	}
+	return items
+}
+
 // SequenceMermaid renders a played workflow as a Mermaid sequenceDiagram.
 // Each step's check becomes a note spanning the participants.
 func (t *Trace) SequenceMermaid() string {
@@ -29,7 +45,7 @@ func (t *Trace) SequenceMermaid() string {
 		}
 	}
 	span := mermaidName(parts[0]) + "," + mermaidName(parts[len(parts)-1])
-	for _, it := range t.Items {
+	for _, it := range t.drawn() {
 		switch {
 		case it.Check != "":
 			fmt.Fprintf(&b, "    Note over %s: %s\n", span, mermaidText(it.Check))
@@ -61,6 +77,7 @@ func textWidth(s string) float64 { return float64(utf8.RuneCountInString(s)) * s
 // technical detail below, notes for refused calls and checks.
 func (t *Trace) SequenceSVG() []byte {
 	parts := t.Participants()
+	items := t.drawn()
 	col := map[string]int{}
 	for i, p := range parts {
 		col[p] = i
@@ -70,7 +87,7 @@ func (t *Trace) SequenceSVG() []byte {
 	for i := range gaps {
 		gaps[i] = seqMinGap
 	}
-	for _, it := range t.Items {
+	for _, it := range items {
 		if it.Check != "" || it.To == "" {
 			continue
 		}
@@ -93,13 +110,13 @@ func (t *Trace) SequenceSVG() []byte {
 	}
 	width := xs[len(xs)-1] + seqBoxW/2 + seqMargin
 	// Notes may be wider than the diagram's last column.
-	for _, it := range t.Items {
+	for _, it := range items {
 		if it.To == "" && it.Check == "" {
 			width = max(width, xs[col[it.From]]+max(textWidth(it.Label), textWidth(it.Detail))/2+seqMargin+10)
 		}
 	}
 	height := float64(seqMargin + seqBoxH + 20)
-	for _, it := range t.Items {
+	for _, it := range items {
 		if it.Check != "" {
 			height += seqCheckRow
 		} else {
@@ -122,7 +139,7 @@ func (t *Trace) SequenceSVG() []byte {
 		fmt.Fprintf(&b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#222" stroke-dasharray="4,4"/>`+"\n", xs[i], top+seqBoxH, xs[i], height-seqMargin)
 	}
 	y := top + seqBoxH + 20
-	for _, it := range t.Items {
+	for _, it := range items {
 		switch {
 		case it.Check != "":
 			fmt.Fprintf(&b, `<rect x="%.1f" y="%.1f" width="%.1f" height="%d" rx="3" fill="#e8f5e9" stroke="#81c784"/>`+"\n", xs[0]-seqBoxW/2, y, xs[len(xs)-1]-xs[0]+seqBoxW, seqCheckRow-6)

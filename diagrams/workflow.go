@@ -282,10 +282,7 @@ func Play(ctx context.Context, w Workflow, ep Endpoints, psid string) (*Trace, e
 		if st.Actor != Customer {
 			p.trace.Items = append(p.trace.Items, actionItem(st))
 		}
-		if p.answer != "" {
-			p.trace.Items = append(p.trace.Items, Item{From: RingCX, To: st.Actor, Label: "Refuses", Detail: p.answer})
-			p.answer = ""
-		}
+
 		if err := p.settle(ctx); err != nil {
 			return &p.trace, fmt.Errorf("step %d: %w", i+1, err)
 		}
@@ -295,6 +292,10 @@ func Play(ctx context.Context, w Workflow, ep Endpoints, psid string) (*Trace, e
 		}
 		if err != nil {
 			return &p.trace, fmt.Errorf("step %d (%s: %s): %w", i+1, st.Actor, st.Label, err)
+		}
+		if p.answer != "" {
+			p.trace.Items = append(p.trace.Items, Item{From: RingCX, To: st.Actor, Label: "Refuses", Detail: p.answer})
+			p.answer = ""
 		}
 		p.trace.Items = append(p.trace.Items, Item{From: RingCX, Check: check})
 	}

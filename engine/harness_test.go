@@ -73,11 +73,11 @@ type harnessOpts struct {
 	// pages (nil: the simulator's default, off for a non-default app);
 	// configTakeover is threadctl's configuration of it (nil: unknown).
 	takeover, configTakeover *bool
-	honorRequests  bool
-	passDelay      time.Duration
-	pendingTimeout time.Duration
-	clock          *fakeClock
-	noClaimIdle    bool
+	honorRequests            bool
+	passDelay                time.Duration
+	pendingTimeout           time.Duration
+	clock                    *fakeClock
+	noClaimIdle              bool
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {

@@ -150,8 +150,13 @@ func TestClientRetries(t *testing.T) {
 			if (err != nil) != tt.wantErr {
 				t.Fatalf("RequestThreadControl error = %v, wantErr %v", err, tt.wantErr)
 			}
-			// A timed-out attempt still reaches the simulator's log when it answers.
-			time.Sleep(time.Duration(tt.fault.DelayMS) * time.Millisecond)
+			// A timed-out attempt still reaches the simulator's log when its
+			// delay ends: wait for every call the simulator holds.
+			sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if err := f.sim.Settle(sctx); err != nil {
+				t.Fatal(err)
+			}
 			if got := f.attempts("request_thread_control"); got != tt.wantAttempts {
 				t.Errorf("attempts = %d, want %d", got, tt.wantAttempts)
 			}

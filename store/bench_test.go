@@ -32,7 +32,9 @@ func (noGraph) ReleaseThreadControl(context.Context, string, string) error      
 func (noGraph) ExtendThreadControl(context.Context, string, string, time.Duration) error {
 	return errNoGraph
 }
-func (noGraph) FeatureStatus(context.Context, string) (bool, bool, error) { return false, false, errNoGraph }
+func (noGraph) FeatureStatus(context.Context, string) (bool, bool, error) {
+	return false, false, errNoGraph
+}
 func (noGraph) ThreadOwner(context.Context, string, string) (string, time.Time, error) {
 	return "", time.Time{}, errNoGraph
 }

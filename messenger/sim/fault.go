@@ -78,6 +78,7 @@ var graphCalls = []string{
 	"pass_thread_control", "take_thread_control", "request_thread_control",
 	"release_thread_control", "extend_thread_control", "pass_thread_metadata",
 	"thread_owner", "secondary_receivers", "messages",
+	"node", // the page node: GET /{page}?fields=messaging_feature_status
 }
 
 // validate reports what is wrong with a fault, if anything.
