@@ -73,6 +73,9 @@ func edges(t states.Table, h *Highlight) []edge {
 func ruleLabel(r states.Rule) string {
 	l := eventLabel(r)
 	var does []string
+	if r.Confirm {
+		does = append(does, "ask owner")
+	}
 	if r.Call != states.NoCall {
 		does = append(does, callShort(r.Call))
 	}

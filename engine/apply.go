@@ -23,6 +23,7 @@ const (
 	CauseTimer    Cause = "timer"       // a durable timer
 	CauseRecovery Cause = "recovery"    // start-up settling what a crash left in flight
 	CauseCheck    Cause = "owner_check" // threadctl asked Meta who owns the thread
+	CauseRecheck  Cause = "recheck"     // asked again after a call whose outcome is unknown
 )
 
 // fromCaller reports whether an API caller asked for the event: a refusal is
@@ -114,6 +115,10 @@ const (
 	// refresh: the event contradicts threadctl's view of the owner (a
 	// customer message on another owner's channel); refresh the owner only.
 	refresh
+	// confirm: the row asks Meta who owns the thread before it applies;
+	// refresh the owner, then decide again (and apply the row as it is if
+	// Meta does not answer).
+	confirm
 )
 
 // budget bounds what one event may try again: one owner refresh, and one
@@ -132,13 +137,15 @@ func (e *Engine) applyLocked(ctx context.Context, in *Input) (Result, error) {
 		switch then {
 		case done:
 			return res, err
-		case refresh, retryOwner:
+		case refresh, retryOwner, confirm:
 			fixed, ferr := e.refreshOwner(ctx, in.Key, CauseCheck)
-			if ferr != nil {
+			switch {
+			case ferr != nil && then == confirm:
+				e.log.Warn("could not ask Meta who owns the thread; applying the event as it is", "thread", in.Key, "event", in.Event, "err", ferr)
+			case ferr != nil:
 				e.log.Warn("refreshing the thread's owner from Meta failed", "thread", in.Key, "event", in.Event, "err", ferr)
 				return res, err
-			}
-			if then == refresh {
+			case then == refresh:
 				return fixed, nil
 			}
 		}
@@ -191,6 +198,10 @@ func (e *Engine) attempt(ctx context.Context, in *Input, b *budget) (Result, err
 		return res, err, done
 	}
 
+	if d.Rule.Confirm && b.owner > 0 {
+		b.owner--
+		return Result{From: t.State, To: t.State, Thread: t}, nil, confirm
+	}
 	calls := slices.Clone(in.calls)
 	if d.Rule.Call != states.NoCall {
 		rec, err := e.callWithIntent(ctx, &t, in, page, d)
@@ -331,11 +342,14 @@ func (e *Engine) graphCall(ctx context.Context, page Page, psid string, call sta
 }
 
 func record(call, target string, start, end time.Time, err error) CallRecord {
-	r := CallRecord{Call: call, Target: target, Outcome: "ok", Duration: end.Sub(start)}
+	r := CallRecord{Call: call, Target: target, Outcome: CallOK, Duration: end.Sub(start)}
 	if err != nil {
-		r.Outcome = "error"
-		if notOwner(err) {
-			r.Outcome = "not_owner"
+		r.Outcome = CallRefused
+		switch {
+		case notOwner(err):
+			r.Outcome = CallNotOwner
+		case transient(err):
+			r.Outcome = CallUnknown
 		}
 		r.Error = err.Error()
 	}
@@ -347,18 +361,24 @@ func record(call, target string, start, end time.Time, err error) CallRecord {
 // page works, and the budget allows, the event is decided again; its content
 // or intervention are then left for that attempt.
 func (e *Engine) callFailed(ctx context.Context, t *Thread, in *Input, page Page, call states.Call, calls []CallRecord, callErr error, b *budget) (Result, error, next) {
-	if ctx.Err() != nil || errors.As(callErr, new(*Error)) {
-		// Cancelled (shutting down) or the intent was not stored: the
-		// outcome is unknown or the call was not made; a stored intent is
-		// resolved at the next start.
+	if errors.As(callErr, new(*Error)) || e.isClosing() {
+		// The call was not made (its intent could not be stored, no slot
+		// freed in time), or the engine is shutting down: a stored intent
+		// is resolved at the next start.
 		return Result{From: t.State, To: t.State, Thread: *t}, wrapCallErr(callErr, calls), done
 	}
 	then := done
+	if ctx.Err() != nil {
+		// The caller gave up mid-call: the outcome is unknown. Record it
+		// (which arms the recheck) without the caller's deadline.
+		ctx = context.WithoutCancel(ctx)
+		b.owner, b.page = 0, 0
+	}
 	switch {
-	case notOwner(callErr) && b.owner > 0:
+	case revealsOwner(callErr) && b.owner > 0:
 		b.owner--
 		then = retryOwner
-	case (notOwner(callErr) || permissionDenied(callErr)) && b.page > 0 && e.learnFrom(ctx, page, call, callErr):
+	case (revealsOwner(callErr) || permissionDenied(callErr)) && b.page > 0 && e.learnFrom(ctx, page, call, callErr):
 		b.page--
 		then = retryPage
 	}

@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/threadctl/threadctl/states"
@@ -65,6 +66,16 @@ func (e *Engine) commit(ctx context.Context, t *Thread, in *Input, page Page, d 
 		}
 	}
 	e.armExtension(&next, now)
+	switch {
+	case outcome == OutcomeFailed && slices.ContainsFunc(calls, func(r CallRecord) bool { return r.Outcome == CallUnknown }):
+		// Whether the call took effect is unknown: ask Meta again later.
+		if next.RecheckAt.IsZero() {
+			next.RecheckAt = now.Add(e.cfg.RetryDelay)
+		}
+	case in.Event == states.OwnerObserved && outcome != OutcomeIgnored,
+		slices.ContainsFunc(calls, func(r CallRecord) bool { return r.Outcome == CallOK && r.Call != "thread_owner" }):
+		next.RecheckAt = time.Time{}
+	}
 	if outcome == OutcomeFailed && in.timer != nil {
 		// The timer's own call failed: try again later.
 		if in.timer.Kind == TimerRequest && next.Pending != nil {

@@ -47,6 +47,9 @@ type Observer interface {
 	// PageLearned is called when Meta's answers change what threadctl knows
 	// of a page: fact is "routing" or "takeover".
 	PageLearned(pageID, fact string)
+	// GraphInFlight is called when a Graph API call on a page starts
+	// (delta 1) and ends (delta -1).
+	GraphInFlight(pageID string, delta int)
 }
 
 // TransitionInfo describes one recorded event.
@@ -64,6 +67,7 @@ func (nopObserver) Transition(TransitionInfo)    {}
 func (nopObserver) ControlGranted(time.Duration) {}
 func (nopObserver) WebhookEvent(string, string)  {}
 func (nopObserver) PageLearned(string, string)   {}
+func (nopObserver) GraphInFlight(string, int)    {}
 
 // Config wires an engine. Store and Graph are required.
 type Config struct {
@@ -87,6 +91,9 @@ type Config struct {
 	// CacheSize bounds how many thread records are kept in memory (default
 	// 65536).
 	CacheSize int
+	// MaxGraphInFlight bounds the Graph API calls in flight per page
+	// (default 32): more wait for a slot until their context ends.
+	MaxGraphInFlight int
 	// ExtendLead is how long before control expires an agent's open
 	// intervention extends it (default 1 h); ExtendBy is for how long
 	// (default 7 days, Meta's maximum).
@@ -119,6 +126,8 @@ type Engine struct {
 
 	flushMu  sync.Mutex
 	flushing map[ThreadKey]bool
+
+	rechecks sync.Map // ThreadKey → how often Meta did not answer a recheck
 
 	bg      chan struct{} // semaphore for background work
 	wg      sync.WaitGroup
@@ -155,6 +164,9 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.CacheSize <= 0 {
 		cfg.CacheSize = 65536
 	}
+	if cfg.MaxGraphInFlight <= 0 {
+		cfg.MaxGraphInFlight = 32
+	}
 	if cfg.ExtendLead <= 0 {
 		cfg.ExtendLead = time.Hour
 	}
@@ -162,7 +174,8 @@ func New(cfg Config) (*Engine, error) {
 		cfg.ExtendBy = MaxExtension
 	}
 	e := &Engine{
-		cfg: cfg, store: cfg.Store, graph: cfg.Graph, clock: cfg.Clock, log: cfg.Logger, obs: cfg.Observer,
+		cfg: cfg, store: cfg.Store, clock: cfg.Clock, log: cfg.Logger, obs: cfg.Observer,
+		graph:     newBoundedGraph(cfg.Graph, cfg.MaxGraphInFlight, cfg.Observer.GraphInFlight),
 		pages:     map[string]Page{},
 		confirmed: map[string]time.Time{},
 		cache:     newThreadCache(cfg.CacheSize),
@@ -420,6 +433,16 @@ func (e *Engine) PendingRequests() (n int, oldest time.Time) {
 		}
 	}
 	return len(e.pending), oldest
+}
+
+// isClosing reports whether Close has begun.
+func (e *Engine) isClosing() bool {
+	select {
+	case <-e.closing:
+		return true
+	default:
+		return false
+	}
 }
 
 // Now is the engine's clock.

@@ -555,7 +555,7 @@ func TestGraphFailures(t *testing.T) {
 		}
 		h.want(psid, states.Bot, botID)
 		e := h.lastEntry(psid)
-		if e.Outcome != engine.OutcomeFailed || e.From != states.Bot || e.To != states.Bot || len(e.Calls) != 1 || e.Calls[0].Outcome != "error" {
+		if e.Outcome != engine.OutcomeFailed || e.From != states.Bot || e.To != states.Bot || len(e.Calls) != 1 || e.Calls[0].Outcome != engine.CallUnknown {
 			t.Errorf("history = %+v, want a failed entry with the call", e)
 		}
 	})

@@ -58,6 +58,25 @@ func notOwner(err error) bool {
 	return errors.As(err, &e) && e.NotThreadOwner()
 }
 
+// revealsOwner reports whether a Graph error is a refusal that a fresh look
+// at the thread's owner may explain (see messenger.Error.RevealsOwner).
+func revealsOwner(err error) bool {
+	var e interface{ RevealsOwner() bool }
+	return errors.As(err, &e) && e.RevealsOwner()
+}
+
+// transient reports whether a Graph call's outcome is unknown or may change
+// if it is made again: no answer (network error, timeout), or Meta's server
+// errors and rate limits. Meta's refusals are not transient.
+func transient(err error) bool {
+	var e interface{ Transient() bool }
+	if errors.As(err, &e) {
+		return e.Transient()
+	}
+	var ee *Error
+	return err != nil && !errors.As(err, &ee)
+}
+
 // permissionDenied reports whether a Graph error says the page does not
 // allow the call to RingCX (see messenger.Error.PermissionDenied).
 func permissionDenied(err error) bool {

@@ -266,6 +266,7 @@ func (h *harness) WebhookEvent(kind, outcome string) {
 
 func (h *harness) Transition(engine.TransitionInfo) {}
 func (h *harness) ControlGranted(time.Duration)     {}
+func (h *harness) GraphInFlight(string, int)        {}
 
 // PageLearned counts what Meta's refusals taught about the page.
 func (h *harness) PageLearned(_, fact string) {

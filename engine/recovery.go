@@ -15,6 +15,10 @@ var timerEvents = map[TimerKind]states.Event{
 
 // timerDue fires a durable timer's event in the background.
 func (e *Engine) timerDue(t Timer) {
+	if t.Kind == TimerRecheck {
+		e.background(func(ctx context.Context) { e.recheck(ctx, t) })
+		return
+	}
 	ev := timerEvents[t.Kind]
 	e.background(func(ctx context.Context) {
 		res, err := e.Apply(ctx, Input{Event: ev, Key: t.Key, Cause: CauseTimer, timer: &t})
@@ -26,6 +30,38 @@ func (e *Engine) timerDue(t Timer) {
 			e.log.Info("timer event", "thread", t.Key, "event", ev, "outcome", res.Outcome, "from", res.From, "to", res.To)
 		}
 	})
+}
+
+// maxRechecks bounds how often Meta is asked again about one thread whose
+// call had an unknown outcome, when Meta does not answer: with the delay
+// doubling each time, about 2^maxRechecks RetryDelays in all.
+const maxRechecks = 8
+
+// recheck asks Meta who owns a thread after a Graph call of unknown outcome
+// (RecheckAt). When Meta does not answer, it is asked again later, each
+// time twice as late, a bounded number of times; the durable RecheckAt
+// starts it over after a restart.
+func (e *Engine) recheck(ctx context.Context, tm Timer) {
+	unlock := e.locks.lock(tm.Key)
+	defer unlock()
+	t, err := e.loadLocked(ctx, tm.Key)
+	if err != nil || t.RecheckAt.IsZero() {
+		return // settled meanwhile
+	}
+	if _, err := e.refreshOwner(ctx, tm.Key, CauseRecheck); err == nil {
+		e.rechecks.Delete(tm.Key)
+		return
+	}
+	n, _ := e.rechecks.LoadOrStore(tm.Key, 0)
+	tries := n.(int) + 1
+	if tries >= maxRechecks {
+		e.rechecks.Delete(tm.Key)
+		e.log.Error("Meta did not answer who owns the thread; giving up until the next event or restart", "thread", tm.Key, "tries", tries, "err", err)
+		return
+	}
+	e.rechecks.Store(tm.Key, tries)
+	e.log.Warn("could not ask Meta who owns the thread; will ask again", "thread", tm.Key, "tries", tries, "err", err)
+	e.sched.set(Timer{Kind: TimerRecheck, Key: tm.Key, Due: e.clock.Now().Add(e.cfg.RetryDelay << tries)})
 }
 
 // recover settles what a crash left in flight: every Graph call intent is

@@ -89,7 +89,7 @@ func (s *scheduler) cancel(k ThreadKey, kind TimerKind) {
 }
 
 // timerKinds are every kind of timer a thread can have.
-var timerKinds = []TimerKind{TimerRequest, TimerControl, TimerExtend}
+var timerKinds = []TimerKind{TimerRequest, TimerControl, TimerExtend, TimerRecheck}
 
 // sync arms exactly the timers of a thread record, at their deadlines.
 func (s *scheduler) sync(t *Thread) {

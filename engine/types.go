@@ -138,7 +138,11 @@ type Thread struct {
 	// ExtendAt is when control is extended (control_expiring) because an
 	// agent's intervention is open while RingCX holds the thread: some time
 	// before ControlExpires. Zero otherwise.
-	ExtendAt     time.Time `json:"extend_at,omitzero"`
+	ExtendAt time.Time `json:"extend_at,omitzero"`
+	// RecheckAt is when Meta is asked again who owns the thread because a
+	// Graph call's outcome is unknown (no answer, Meta's server error).
+	// Zero when threadctl's view is settled.
+	RecheckAt    time.Time `json:"recheck_at,omitzero"`
 	LastMetaTime time.Time `json:"last_meta_time,omitzero"` // timestamp of the last webhook that changed the thread
 	Seen         []uint64  `json:"seen,omitempty"`          // hashes of the last webhook events applied, for de-duplication
 
@@ -192,11 +196,22 @@ func (h *HistoryEntry) TableOf() (states.Table, error) {
 	return states.ParseTable(h.Table)
 }
 
+// Outcomes of a Graph API call, as recorded.
+const (
+	CallOK       = "ok"
+	CallNotOwner = "not_owner" // Meta refused: another app owns the thread
+	CallRefused  = "error"     // Meta refused for another reason
+	// CallUnknown is a call that got no answer (network error, timeout) or
+	// Meta's server error: whether it took effect is unknown until Meta is
+	// asked again.
+	CallUnknown = "unknown"
+)
+
 // CallRecord is one Graph API call made while applying an event.
 type CallRecord struct {
 	Call     string        `json:"call"`
 	Target   string        `json:"target_app_id,omitempty"`
-	Outcome  string        `json:"outcome"` // "ok" or an error class
+	Outcome  string        `json:"outcome"` // CallOK, CallNotOwner, CallRefused or CallUnknown
 	Error    string        `json:"error,omitempty"`
 	Duration time.Duration `json:"duration"`
 }
@@ -264,6 +279,7 @@ const (
 	TimerRequest TimerKind = 1 // the pending request's deadline
 	TimerControl TimerKind = 2 // Meta's 24 h control window
 	TimerExtend  TimerKind = 3 // extend control while an agent works
+	TimerRecheck TimerKind = 4 // ask Meta again after a call of unknown outcome
 )
 
 func (k TimerKind) String() string {
@@ -274,6 +290,8 @@ func (k TimerKind) String() string {
 		return "control_expiry"
 	case TimerExtend:
 		return "control_extension"
+	case TimerRecheck:
+		return "owner_recheck"
 	}
 	return "unknown"
 }
@@ -298,6 +316,9 @@ func (t *Thread) Timers() []Timer {
 	if !t.ExtendAt.IsZero() {
 		out = append(out, Timer{Kind: TimerExtend, Key: t.Key(), Due: t.ExtendAt})
 	}
+	if !t.RecheckAt.IsZero() {
+		out = append(out, Timer{Kind: TimerRecheck, Key: t.Key(), Due: t.RecheckAt})
+	}
 	return out
 }
 
@@ -312,6 +333,9 @@ func (t *Thread) deadlines() []Timer {
 	}
 	if !t.ExtendAt.IsZero() {
 		out = append(out, Timer{Kind: TimerExtend, Key: t.Key(), Due: t.ExtendAt})
+	}
+	if !t.RecheckAt.IsZero() {
+		out = append(out, Timer{Kind: TimerRecheck, Key: t.Key(), Due: t.RecheckAt})
 	}
 	return out
 }

@@ -270,6 +270,16 @@ func (c *Client) call(ctx context.Context, name, method, pageID string, q url.Va
 	return nil
 }
 
+// Calls are the names of the Graph calls the client makes, as Outcome and
+// Observe report them.
+var Calls = []string{
+	"pass_thread_control", "take_thread_control", "request_thread_control", "release_thread_control",
+	"extend_thread_control", "thread_owner", "messaging_feature_status", "secondary_receivers", "send_message",
+}
+
+// Outcomes are the values Outcome returns.
+var Outcomes = []string{"ok", "not_owner", "rate_limited", "meta_error", "server_error", "network_error"}
+
 // Outcome classifies a call's error for metrics and logs: "ok", "not_owner",
 // "rate_limited", "meta_error", "server_error" or "network_error".
 func Outcome(err error) string {

@@ -67,6 +67,20 @@ func (e *Error) PermissionDenied() bool {
 	return e.Code == CodePermissions || (e.Code == CodePermission && !e.NotThreadOwner())
 }
 
+// RevealsOwner reports whether Meta refused the call for a reason a fresh
+// look at the thread's owner may explain: another app controls it
+// (NotThreadOwner), or an invalid request about the thread (code 100: "your
+// app is already the thread owner", "not the thread owner"). Meta gives most
+// of these no subcode, so the caller asks thread_owner rather than reading
+// the message.
+func (e *Error) RevealsOwner() bool { return e.NotThreadOwner() || e.Code == CodeInvalidParam }
+
+// Transient reports whether the call may succeed if made again: Meta's
+// server errors, transient errors and rate limits. Other errors are Meta's
+// answer. (A call that got no answer at all — a network error, a timeout —
+// is transient too, but is not an *Error.)
+func (e *Error) Transient() bool { return e.retryable() }
+
 // RateLimited reports whether Meta refused the call for rate limiting (613 or 4).
 func (e *Error) RateLimited() bool { return e.Code == CodeRateLimit || e.Code == CodeAppRateLimit }
 

@@ -11,7 +11,21 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/threadctl/threadctl/engine"
+	"github.com/threadctl/threadctl/messenger"
 	"github.com/threadctl/threadctl/states"
+)
+
+// Webhook event kinds and outcomes, as threadctl_webhook_events_total
+// counts them.
+var (
+	webhookKinds = []string{
+		messenger.KindMessage, messenger.KindPostback, messenger.KindPassThreadControl, messenger.KindTakeThreadControl,
+		messenger.KindRequestThreadControl, messenger.KindAppRoles, messenger.KindEcho, messenger.KindRead, messenger.KindDelivery, messenger.KindUnknown,
+	}
+	webhookOutcomes = []string{
+		engine.OutcomeApplied, engine.OutcomeNoChange, engine.OutcomeIgnored, engine.OutcomeDuplicate,
+		engine.OutcomeFailed, engine.OutcomeSkipped, engine.OutcomeError,
+	}
 )
 
 // Metrics are threadctl's Prometheus metrics, on one registry. Its methods
@@ -26,6 +40,7 @@ type Metrics struct {
 	graphDuration  *prometheus.HistogramVec
 	webhookEvents  *prometheus.CounterVec
 	pageLearned    *prometheus.CounterVec
+	graphInFlight  *prometheus.GaugeVec
 	threads        *prometheus.GaugeVec
 	controlWait    prometheus.Histogram
 	commitDuration prometheus.Histogram
@@ -70,6 +85,27 @@ func NewMetrics(pending func() (n int, oldest time.Time), now func() time.Time) 
 	}, []string{"fact"})
 	for _, fact := range []string{"routing", "takeover"} {
 		m.pageLearned.WithLabelValues(fact)
+	}
+	m.graphInFlight = f.NewGaugeVec(prometheus.GaugeOpts{
+		Name: "threadctl_graph_calls_in_flight",
+		Help: "Graph API calls in flight, by page (bounded per page; more wait for a slot).",
+	}, []string{"page_id"})
+	// Series of known label values exist from the start, at 0, so that
+	// rate() and alerts see them before the first event.
+	for _, call := range messenger.Calls {
+		for _, outcome := range messenger.Outcomes {
+			m.graphCalls.WithLabelValues(call, outcome)
+		}
+	}
+	for _, direction := range []string{"to_agent", "to_bot"} {
+		for _, outcome := range []string{"success", "400", "401", "404", "409", "502", "503"} {
+			m.handovers.WithLabelValues(direction, outcome)
+		}
+	}
+	for _, kind := range webhookKinds {
+		for _, outcome := range webhookOutcomes {
+			m.webhookEvents.WithLabelValues(kind, outcome)
+		}
 	}
 	m.threads = f.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "threadctl_threads",
@@ -148,6 +184,11 @@ func (m *Metrics) Transition(t engine.TransitionInfo) {
 // PageLearned counts a change Meta's answers made to how threadctl sees a
 // page.
 func (m *Metrics) PageLearned(pageID, fact string) { m.pageLearned.WithLabelValues(fact).Inc() }
+
+// GraphInFlight counts a page's Graph API calls in flight.
+func (m *Metrics) GraphInFlight(pageID string, delta int) {
+	m.graphInFlight.WithLabelValues(pageID).Add(float64(delta))
+}
 
 // ControlGranted observes the wait from a request to control passed.
 func (m *Metrics) ControlGranted(wait time.Duration) { m.controlWait.Observe(wait.Seconds()) }

@@ -30,6 +30,11 @@ type Rule struct {
 	// page's RingCX app id.
 	Refuse string
 
+	// Confirm asks Meta who owns the thread (thread_owner) before the row
+	// applies, so that it does not act on a stale view: the owner may have
+	// passed control to RingCX in a webhook that was lost.
+	Confirm bool
+
 	Owner   Owner   // who owns the thread afterwards
 	Request Request // whether RingCX's request for control starts or ends
 	Queue   Queue   // what happens to the agent's contents awaiting control
@@ -153,9 +158,9 @@ func Rules(t Table) []Rule {
 		}
 		return Rule{Event: e, From: []State{Idle}, To: Agent, Call: CallTake, Owner: OwnerRingCX, Queue: QueueFlush, Note: "take the idle thread"}
 	}
-	expired := Rule{Event: RequestExpired, From: []State{Pending}, To: Bot, Request: RequestEnd, Queue: QueueFail,
+	expired := Rule{Event: RequestExpired, From: []State{Pending}, To: Bot, Confirm: true, Request: RequestEnd, Queue: QueueFail,
 		Reason: "the owner did not pass control before the request's deadline", Note: "the owner did not pass in time; queued contents fail"}
-	takeExpired := Rule{Event: RequestExpired, From: []State{Pending}, To: Agent, Call: CallTake, Owner: OwnerRingCX, Request: RequestEnd, Queue: QueueFlush, Note: "take control, send queued contents"}
+	takeExpired := Rule{Event: RequestExpired, From: []State{Pending}, To: Agent, Call: CallTake, Confirm: true, Owner: OwnerRingCX, Request: RequestEnd, Queue: QueueFlush, Note: "take control, send queued contents"}
 
 	return []Rule{
 		byPrimary(
