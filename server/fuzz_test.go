@@ -362,6 +362,14 @@ func envelopeProblem(r reply) string {
 	return ""
 }
 
+// asJSONText is s as it reads once through JSON, which turns invalid UTF-8
+// into U+FFFD.
+func asJSONText(s string) string {
+	b, _ := json.Marshal(s)
+	json.Unmarshal(b, &s)
+	return s
+}
+
 // envelopeMessage is an envelope's message.
 func envelopeMessage(r reply) string {
 	var env server.Envelope
@@ -897,6 +905,12 @@ const (
 	sigOtherApp  = 1 // signed with the bot app's secret
 	sigOtherBody = 2 // the signature of another body
 	sigSHA1Only  = 3 // only the legacy X-Hub-Signature
+
+	// Other bits of mode.
+	jsonType    = 8  // Content-Type: application/json
+	wrap        = 16 // the body is the events of one entry: {"object":"page","entry":[{"id":…,"messaging":[body]}]}
+	wrapStandby = 32 // … in standby[] rather than messaging[]
+	wrapPage2   = 64 // … of page 2 rather than the demo page
 )
 
 // namedThreads lists the threads a webhook body names on configured pages,
@@ -976,7 +990,9 @@ func farTimestamp(body []byte) bool {
 
 // FuzzWebhook posts arbitrary bodies to POST /webhooks/messenger, signed
 // with the RingCX app's secret for most inputs and unsigned or mis-signed for
-// the others (mode). For every input: unsigned or mis-signed → 403 in the
+// the others (mode); with mode&wrap the fuzzed bytes are the events of one
+// entry, so that mutations reach the engine more often than Meta's envelope
+// survives them. For every input: unsigned or mis-signed → 403 in the
 // envelope and nothing applied (no thread created or changed, no page
 // changed); signed → 200 "Success", or 400 exactly when Meta's shape cannot
 // be parsed (the envelope, saying why), or 503 only if the store is down —
@@ -1049,8 +1065,30 @@ func FuzzWebhook(f *testing.F) {
 	} {
 		f.Add(s.body, s.mode)
 	}
+	// Events alone, wrapped by the target (mode&wrap).
+	for i, e := range []string{
+		`{"sender":{"id":"7300000000000100"},"recipient":{"id":"` + pageID + `"},"timestamp":1,"message":{"mid":"m_w1","text":"hi"}}`,
+		`{"sender":{"id":` + psidBot + `},"timestamp":2,"pass_thread_control":{"previous_owner_app_id":` + botID + `,"new_owner_app_id":` + ringcxID + `}}`,
+		`{"sender":{"id":"` + psidAgent + `"},"timestamp":3,"take_thread_control":{"previous_owner_app_id":"` + ringcxID + `","new_owner_app_id":"` + bot2ID + `"}}`,
+		`{"sender":{"id":"` + psidIdle + `"},"timestamp":4,"request_thread_control":{"requested_owner_app_id":"` + botID + `"}}`,
+		`{"sender":{"id":"` + psidEngaged + `"},"timestamp":5,"postback":{"title":"Talk to a human","payload":"AGENT"}}`,
+		`{"recipient":{"id":"` + pageID + `"},"timestamp":6,"app_roles":{"` + bot2ID + `":["primary_receiver"]}}`,
+		`{"sender":{"id":"` + psidTwoPages + `"},"timestamp":7,"message":{"mid":"m_w2","text":"hi"}},{"sender":{"id":"` + psidTwoPages + `"},"timestamp":8,"pass_thread_control":{"new_owner_app_id":"` + ringcxID + `"}}`,
+	} {
+		f.Add([]byte(e), uint8(4+wrap+uint8(i%2)*wrapStandby+uint8(i/6)*wrapPage2))
+	}
 	ff := newFuzzFixture(f)
 	f.Fuzz(func(t *testing.T, body []byte, mode uint8) {
+		if mode&wrap != 0 {
+			field, page := "messaging", pageID
+			if mode&wrapStandby != 0 {
+				field = "standby"
+			}
+			if mode&wrapPage2 != 0 {
+				page = fuzzPage2
+			}
+			body = []byte(`{"object":"page","entry":[{"id":"` + page + `","time":1,"` + field + `":[` + string(body) + `]}]}`)
+		}
 		var hdr [][2]string
 		sig256, sig1 := messenger.Sign(body, ringcxSecret)
 		switch mode % 8 {
@@ -1067,7 +1105,7 @@ func FuzzWebhook(f *testing.F) {
 			hdr = append(hdr, [2]string{"X-Hub-Signature-256", sig256}, [2]string{"X-Hub-Signature", sig1})
 		}
 		signed := mode%8 > sigSHA1Only
-		if mode&8 != 0 {
+		if mode&jsonType != 0 {
 			hdr = append(hdr, [2]string{"Content-Type", "application/json"})
 		}
 		raw := rawRequest(http.MethodPost, "/webhooks/messenger", hdr, body)
@@ -1119,8 +1157,8 @@ func FuzzWebhook(f *testing.F) {
 			if parseErr == nil {
 				fail(t, raw, r, "400 for a body Meta's shape parses")
 			}
-			if msg := envelopeMessage(r); !strings.Contains(msg, parseErr.Error()) {
-				fail(t, raw, r, "the 400 does not say why: %q, want it to contain %q", msg, parseErr.Error())
+			if msg, why := envelopeMessage(r), asJSONText(parseErr.Error()); !strings.Contains(msg, why) {
+				fail(t, raw, r, "the 400 does not say why: %q, want it to contain %q", msg, why)
 			}
 			return
 		case r.status == http.StatusServiceUnavailable:
