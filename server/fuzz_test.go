@@ -1048,6 +1048,7 @@ func FuzzWebhook(f *testing.F) {
 		// is told to deliver it again, forever. Want 200 (recorded and
 		// ignored, or applied) or a 400 saying why.
 		{[]byte(`{"object":"page","entry":[{"id":"` + pageID + `","messaging":[{"sender":{"id":"7200000000000009"},"timestamp":253402300800000,"message":{"mid":"m"}}]}]}`), 4},
+		{hook(entry(pageID, "messaging", `{"sender":{"id":"7200000000000010"},"timestamp":253402300799999,"message":{"mid":"m_y9999"}}`)), 4}, // the last millisecond of year 9999
 		{hook(entry(fuzzPage2, "standby", ev(psidTwoPages, msg("m_7")))), 4},
 		{hook(entry("100000000000999", "messaging", ev("7300000000000002", msg("m_8")))), 4},
 		{hook(entry(pageID, "messaging", ev("7300000000000003", `"read":{"watermark":1}`), ev("7300000000000003", `"delivery":{"mids":["x"]}`), ev("7300000000000003", `"message":{"mid":"m_echo","is_echo":true,"app_id":`+botID+`}`))), 4},
