@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= bin/threadctl
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: build run test bench setup docs clean
+.PHONY: build run test fuzz bench setup docs clean
 
 build:
 	$(GO) build -o $(BIN) .
@@ -16,6 +16,29 @@ run: build
 test:
 	$(GO) vet ./...
 	$(GO) test -race -count=1 ./...
+
+# Every fuzz target of the repo, one after another, FUZZTIME each (go test
+# -fuzz takes one target at a time). The targets (package:FuzzName) are
+# found in the sources; FUZZ_TARGETS picks some instead, e.g.
+#   make fuzz FUZZ_TARGETS=./server:FuzzWebhook FUZZTIME=2m
+# New inputs are minimised for at most FUZZMINIMIZETIME: Go's default, 60 s
+# an input, would spend a short run minimising. A failing input is written
+# to the package's testdata/fuzz/<FuzzName>/, where make test runs it too.
+FUZZTIME         ?= 15s
+FUZZMINIMIZETIME ?= 5s
+FUZZ_TARGETS     ?=
+
+fuzz:
+	@set -e; targets="$(FUZZ_TARGETS)"; \
+	if [ -z "$$targets" ]; then \
+		targets=$$(find . -name node_modules -prune -o -name '*_test.go' -print | sort | \
+			xargs grep -H -E '^func Fuzz[A-Za-z0-9_]*[(]' | \
+			sed -E 's|^(.*)/[^/]*_test[.]go:func (Fuzz[A-Za-z0-9_]*)[(].*|\1:\2|'); \
+	fi; \
+	for t in $$targets; do \
+		echo "== $${t%%:*} $${t##*:} ($(FUZZTIME))"; \
+		$(GO) test "$${t%%:*}" -run '^$$' -fuzz "^$${t##*:}\$$" -fuzztime $(FUZZTIME) -fuzzminimizetime $(FUZZMINIMIZETIME); \
+	done
 
 # Every benchmark three times; read ratios within one run (see README).
 bench:
