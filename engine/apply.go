@@ -144,6 +144,15 @@ func (e *Engine) applyLocked(ctx context.Context, in *Input) (Result, error) {
 				e.log.Warn("could not ask Meta who owns the thread; applying the event as it is", "thread", in.Key, "event", in.Event, "err", ferr)
 			case ferr != nil:
 				e.log.Warn("refreshing the thread's owner from Meta failed", "thread", in.Key, "event", in.Event, "err", ferr)
+				// The failed attempt left the event's content for the
+				// retry that will not come: record it as failed.
+				if ct := in.content; ct != nil {
+					failed := *ct
+					failed.Status, failed.Reason = SyncFailed, "RingCX could not get control of the thread: "+err.Error()
+					if cerr := e.store.Commit(ctx, &Commit{Key: in.Key, Contents: []Content{failed}}); cerr != nil {
+						return res, storeError(cerr, "saving content")
+					}
+				}
 				return res, err
 			case then == refresh:
 				return fixed, nil

@@ -154,6 +154,10 @@ func (e *MessagingEvent) CustomerID() ID {
 	return e.Sender.ID
 }
 
+// maxTimestamp is the last millisecond of year 9999, the latest time a
+// timestamp can name (and be written back as JSON).
+const maxTimestamp = 253402300799999
+
 // ParseWebhook decodes a webhook body and checks what threadctl relies on:
 // the page object, and for every entry a page id and events with a customer.
 func ParseWebhook(body []byte) (*Webhook, error) {
@@ -174,6 +178,9 @@ func ParseWebhook(body []byte) (*Webhook, error) {
 		for _, list := range [][]MessagingEvent{en.Messaging, en.Standby} {
 			for j := range list {
 				ev := &list[j]
+				if ev.Timestamp < 0 || ev.Timestamp > maxTimestamp {
+					return nil, fmt.Errorf("webhook entry %d event %d (%s) has timestamp %d, not milliseconds between 1970 and 9999", i, j, ev.Kind(), ev.Timestamp)
+				}
 				if ev.Kind() == KindAppRoles {
 					continue // app_roles has no sender
 				}
