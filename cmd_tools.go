@@ -89,15 +89,21 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	if _, err := os.Stat(path); err != nil {
 		return fmt.Errorf("no store at %s: %w", path, err)
 	}
+	// The log first, as it is on disk; opening the store replays it.
+	problems, rep, err := store.CheckLog(dir, store.Options{OpenTimeout: time.Second})
+	if err != nil {
+		return fmt.Errorf("%w (stop the service first: check needs the file to itself)", err)
+	}
 	db, err := store.Open(dir, store.Options{OpenTimeout: time.Second})
 	if err != nil {
 		return fmt.Errorf("%w (stop the service first: check needs the file to itself)", err)
 	}
 	defer db.Close()
-	problems, err := db.Check()
+	recordProblems, err := db.Check()
 	if err != nil {
 		return err
 	}
+	problems = append(problems, recordProblems...)
 	counts, _ := db.StateCounts(ctx)
 	if len(problems) > 0 {
 		fmt.Fprintf(stdout, "%s: %d problem(s):\n", path, len(problems))
@@ -110,8 +116,8 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, n := range counts {
 		total += n
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d threads: %d idle, %d bot, %d agent, %d pending-request)\n", path, total,
-		counts[states.Idle], counts[states.Bot], counts[states.Agent], counts[states.Pending])
+	fmt.Fprintf(stdout, "%s: ok (%d threads: %d idle, %d bot, %d agent, %d pending-request; log: %d records replayed, %d segments)\n", path, total,
+		counts[states.Idle], counts[states.Bot], counts[states.Agent], counts[states.Pending], rep.Records, rep.Segments)
 	return nil
 }
 

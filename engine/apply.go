@@ -55,6 +55,7 @@ type Input struct {
 	content           *Content
 	timer             *Timer
 	calls             []CallRecord // calls made before deciding (thread_owner)
+	accepted          bool         // an accepted webhook event: a transient failure is retried
 }
 
 // Outcomes beyond the recorded ones of HistoryEntry.
@@ -69,6 +70,7 @@ type Result struct {
 	From, To states.State
 	Reason   string
 	Thread   Thread
+	retry    bool // an accepted event's Graph call failed transiently: try it again
 }
 
 // Apply applies one event to its thread: it waits for the thread's earlier
@@ -119,11 +121,18 @@ const (
 	// refresh the owner, then decide again (and apply the row as it is if
 	// Meta does not answer).
 	confirm
+	// deferred: the row calls Meta, which the attempt may not do (a webhook
+	// applied while Meta waits for the answer): nothing was done.
+	deferred
 )
 
 // budget bounds what one event may try again: one owner refresh, and one
 // retry per fact a refusal can teach about the page (routing, takeover).
-type budget struct{ owner, page int }
+// noCalls forbids calling Meta at all.
+type budget struct {
+	owner, page int
+	noCalls     bool
+}
 
 // applyLocked applies in with the thread's lock held, in one bounded loop:
 // decide, call, commit; when Meta's answer shows threadctl's view of the
@@ -207,6 +216,9 @@ func (e *Engine) attempt(ctx context.Context, in *Input, b *budget) (Result, err
 		return res, err, done
 	}
 
+	if b.noCalls && (d.Rule.Call != states.NoCall || d.Rule.Confirm) {
+		return Result{From: t.State, To: t.State, Thread: t}, nil, deferred
+	}
 	if d.Rule.Confirm && b.owner > 0 {
 		b.owner--
 		return Result{From: t.State, To: t.State, Thread: t}, nil, confirm
@@ -399,6 +411,7 @@ func (e *Engine) callFailed(ctx context.Context, t *Thread, in *Input, page Page
 	if err != nil {
 		return res, err, done
 	}
+	res.retry = then == done && in.accepted && transient(callErr)
 	return res, wrapCallErr(callErr, calls), then
 }
 

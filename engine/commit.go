@@ -20,7 +20,9 @@ func (e *Engine) commit(ctx context.Context, t *Thread, in *Input, page Page, d 
 	next.Revision++
 	next.UpdatedAt = now
 	next.Primary = page.Primary
-	if in.DedupKey != "" {
+	retried := in.accepted && outcome == OutcomeFailed && slices.ContainsFunc(calls, func(r CallRecord) bool { return r.Outcome == CallUnknown })
+	if in.DedupKey != "" && !retried {
+		// (An accepted event whose call is to be tried again is not seen yet.)
 		next.Seen = appendSeen(t.Seen, dedupHash(in.DedupKey))
 	}
 	c := &Commit{Thread: &next, Expect: t.Revision}

@@ -128,6 +128,7 @@ type Engine struct {
 	flushing map[ThreadKey]bool
 
 	rechecks sync.Map // ThreadKey → how often Meta did not answer a recheck
+	inbox    inbox    // accepted webhook events waiting, per thread
 
 	bg      chan struct{} // semaphore for background work
 	wg      sync.WaitGroup
@@ -206,6 +207,9 @@ func (e *Engine) Start(ctx context.Context) error {
 
 	e.checkRouting(ctx)
 	if err := e.recover(ctx); err != nil {
+		return err
+	}
+	if err := e.loadAccepted(ctx); err != nil {
 		return err
 	}
 	timers, err := e.store.Timers(ctx)
@@ -451,6 +455,20 @@ func (e *Engine) Now() time.Time { return e.clock.Now() }
 // background runs fn with a slot of the background semaphore, unless the
 // engine is closing.
 func (e *Engine) background(fn func(ctx context.Context)) {
+	e.spawn(func(ctx context.Context) {
+		select {
+		case e.bg <- struct{}{}:
+		case <-ctx.Done():
+			return
+		}
+		defer func() { <-e.bg }()
+		fn(ctx)
+	})
+}
+
+// spawn runs fn in its own goroutine, with a context that ends when the
+// engine closes (Close waits for it), unless the engine is closing.
+func (e *Engine) spawn(fn func(ctx context.Context)) {
 	select {
 	case <-e.closing:
 		return
@@ -459,12 +477,6 @@ func (e *Engine) background(fn func(ctx context.Context)) {
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
-		select {
-		case e.bg <- struct{}{}:
-		case <-e.closing:
-			return
-		}
-		defer func() { <-e.bg }()
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
 		go func() {

@@ -285,8 +285,24 @@ func (h *harness) settle() {
 	h.t.Helper()
 	c, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if err := h.sim.Settle(c); err != nil {
-		h.t.Fatalf("sim.Settle: %v", err)
+	// Until both are quiet: the simulator's deliveries, and the webhook
+	// events threadctl accepted and applies in the background (which may
+	// make Meta deliver more).
+	for {
+		if err := h.sim.Settle(c); err != nil {
+			h.t.Fatalf("sim.Settle: %v", err)
+		}
+		h.mu.Lock()
+		eng := h.eng
+		h.mu.Unlock()
+		if eng == nil || eng.Backlog() == 0 {
+			break
+		}
+		select {
+		case <-c.Done():
+			h.t.Fatalf("accepted webhook events still waiting: %d", eng.Backlog())
+		case <-time.After(2 * time.Millisecond):
+		}
 	}
 	h.mu.Lock()
 	errs := h.hookErrs

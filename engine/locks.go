@@ -15,6 +15,35 @@ type lockEntry struct {
 	refs int
 }
 
+// tryLock takes the thread's lock if nobody holds or waits for it.
+func (l *locks) tryLock(k ThreadKey) (unlock func(), ok bool) {
+	l.mu.Lock()
+	if l.m == nil {
+		l.m = map[ThreadKey]*lockEntry{}
+	}
+	if l.m[k] != nil {
+		l.mu.Unlock()
+		return nil, false
+	}
+	e := &lockEntry{refs: 1}
+	e.mu.Lock()
+	l.m[k] = e
+	l.mu.Unlock()
+	return l.unlocker(k, e), true
+}
+
+func (l *locks) unlocker(k ThreadKey, e *lockEntry) func() {
+	return func() {
+		e.mu.Unlock()
+		l.mu.Lock()
+		e.refs--
+		if e.refs == 0 {
+			delete(l.m, k)
+		}
+		l.mu.Unlock()
+	}
+}
+
 func (l *locks) lock(k ThreadKey) (unlock func()) {
 	l.mu.Lock()
 	if l.m == nil {
@@ -29,13 +58,5 @@ func (l *locks) lock(k ThreadKey) (unlock func()) {
 	l.mu.Unlock()
 
 	e.mu.Lock()
-	return func() {
-		e.mu.Unlock()
-		l.mu.Lock()
-		e.refs--
-		if e.refs == 0 {
-			delete(l.m, k)
-		}
-		l.mu.Unlock()
-	}
+	return l.unlocker(k, e)
 }

@@ -14,20 +14,20 @@ import (
 // copies Meta's JSON into it field by field; what it means for a thread is
 // decided here (Translate), once, for the server and the tests alike.
 type Notice struct {
-	PageID  string
-	PSID    string // the customer
-	Channel string // ChannelMessaging or ChannelStandby
+	PageID  string `json:"page_id"`
+	PSID    string `json:"psid,omitempty"` // the customer
+	Channel string `json:"channel"`        // ChannelMessaging or ChannelStandby
 	// Kind is Meta's name for the event: one of the Notice* kinds, or any
 	// other (echo, read, delivery…), which threadctl does not use.
-	Kind string
-	Time time.Time // Meta's timestamp
-	MID  string    // a message's id
+	Kind string    `json:"kind"`
+	Time time.Time `json:"time"`          // Meta's timestamp
+	MID  string    `json:"mid,omitempty"` // a message's id
 
-	PrevOwner string // pass and take: the app that had control ("" if idle)
-	NewOwner  string // pass and take: the app that has it now
-	Requester string // request_thread_control: the app asking for control
+	PrevOwner string `json:"prev_owner,omitempty"` // pass and take: the app that had control ("" if idle)
+	NewOwner  string `json:"new_owner,omitempty"`  // pass and take: the app that has it now
+	Requester string `json:"requester,omitempty"`  // request_thread_control: the app asking for control
 
-	Roles map[string][]string // app_roles: app id → roles
+	Roles map[string][]string `json:"roles,omitempty"` // app_roles: app id → roles
 }
 
 // Kinds of Meta webhook events the engine uses, as Meta names them.
@@ -106,12 +106,14 @@ func Translate(p Page, n Notice) (in Input, ok bool, why string) {
 	return in, true, ""
 }
 
-// Receive applies the events of one Meta webhook: app_roles change their
-// page's primary, the others are translated (Translate) and applied — each
-// thread's events in order, different threads in parallel. It returns only
-// failures worth Meta delivering again (the store's); what Meta refused, or
-// the table ignored, is recorded in the threads' history. Every event's
-// outcome is reported to the Observer.
+// Receive takes the events of one Meta webhook: app_roles change their
+// page's primary; the others are translated (Translate) and, per thread in
+// order and threads in parallel, applied at once when that needs no Graph
+// call and the thread is free, or else accepted durably and applied in the
+// background (inbox.go). It returns once every event is durable — applied
+// or accepted — and never waits for Meta; its error is a store failure,
+// for Meta to deliver again. Every event's outcome is reported to the
+// Observer.
 func (e *Engine) Receive(ctx context.Context, notices []Notice) error {
 	byThread := map[ThreadKey][]received{}
 	var order []ThreadKey
@@ -136,10 +138,15 @@ func (e *Engine) Receive(ctx context.Context, notices []Notice) error {
 			e.log.Debug("webhook event skipped", "kind", n.Kind, "why", why)
 			continue
 		}
+		if err := validateInput(&in); err != nil {
+			e.obs.WebhookEvent(n.Kind, OutcomeError)
+			e.log.Warn("webhook event not applied", "kind", n.Kind, "err", err)
+			continue
+		}
 		if _, seen := byThread[in.Key]; !seen {
 			order = append(order, in.Key)
 		}
-		byThread[in.Key] = append(byThread[in.Key], received{kind: n.Kind, in: in})
+		byThread[in.Key] = append(byThread[in.Key], received{notice: n, in: in})
 	}
 	var (
 		wg   sync.WaitGroup
@@ -148,13 +155,10 @@ func (e *Engine) Receive(ctx context.Context, notices []Notice) error {
 	)
 	for _, k := range order {
 		wg.Go(func() {
-			for _, r := range byThread[k] {
-				if err := e.receiveOne(ctx, r); err != nil {
-					mu.Lock()
-					errs = append(errs, err)
-					mu.Unlock()
-					return // the thread's later events wait for Meta's retry
-				}
+			if err := e.receiveThread(ctx, k, byThread[k]); err != nil {
+				mu.Lock()
+				errs = append(errs, err)
+				mu.Unlock()
 			}
 		})
 	}
@@ -162,31 +166,82 @@ func (e *Engine) Receive(ctx context.Context, notices []Notice) error {
 	return errors.Join(errs...)
 }
 
-// received is a translated webhook event and the kind it came as.
+// received is a translated webhook event and the event it came from.
 type received struct {
-	kind string
-	in   Input
+	notice Notice
+	in     Input
 }
 
-func (e *Engine) receiveOne(ctx context.Context, r received) error {
-	res, err := e.Apply(ctx, r.in)
+// receiveThread applies one thread's events of a webhook at once, as long as
+// the thread is free and they need no Graph call, and accepts the rest.
+func (e *Engine) receiveThread(ctx context.Context, k ThreadKey, rs []received) error {
+	i := 0
+	if unlock, ok := e.claim(k); ok {
+		for ; i < len(rs); i++ {
+			in := &rs[i].in
+			res, err, then := e.attempt(ctx, in, &budget{noCalls: true})
+			if then == deferred {
+				break
+			}
+			if then == refresh {
+				// The message contradicts threadctl's view of the owner:
+				// ask Meta, without making Meta wait.
+				e.background(func(ctx context.Context) { e.refreshLater(ctx, k) })
+			}
+			if ErrorCode(err) == CodeUnavailable {
+				unlock()
+				e.obs.WebhookEvent(rs[i].notice.Kind, OutcomeError)
+				return err
+			}
+			e.reportWebhook(rs[i].notice.Kind, *in, res, err)
+		}
+		unlock()
+	}
+	if i == len(rs) {
+		return nil
+	}
+	var notices []Notice
+	for _, r := range rs[i:] {
+		notices = append(notices, r.notice)
+	}
+	seqs, err := e.store.Accept(ctx, notices)
+	if err != nil {
+		for _, n := range notices {
+			e.obs.WebhookEvent(n.Kind, OutcomeError)
+		}
+		return storeError(err, "accepting webhook events")
+	}
+	as := make([]Accepted, len(seqs))
+	for j, seq := range seqs {
+		as[j] = Accepted{Seq: seq, Notice: notices[j], At: e.clock.Now()}
+	}
+	e.enqueue(as)
+	return nil
+}
+
+// refreshLater asks Meta who owns a thread, in the background.
+func (e *Engine) refreshLater(ctx context.Context, k ThreadKey) {
+	unlock := e.locks.lock(k)
+	defer unlock()
+	if _, err := e.refreshOwner(ctx, k, CauseCheck); err != nil {
+		e.log.Warn("owner check after a customer message failed", "thread", k, "err", err)
+	}
+}
+
+// reportWebhook reports what became of a webhook event and logs failures.
+// What Meta refused is recorded in the thread's history; an event the
+// engine could not apply (conflict, unknown thread, invalid) is logged.
+func (e *Engine) reportWebhook(kind string, in Input, res Result, err error) {
 	outcome := res.Outcome
 	switch ErrorCode(err) {
 	case "":
+		e.log.Debug("webhook event", "thread", in.Key, "event", in.Event, "outcome", outcome, "from", res.From, "to", res.To)
 	case CodeMeta:
-		// Recorded as failed in the thread's history.
-		e.log.Warn("webhook event failed", "thread", r.in.Key, "event", r.in.Event, "err", err)
-		outcome, err = OutcomeFailed, nil
-	case CodeConflict, CodeNotFound, CodeInvalid:
-		// Delivering it again would not help.
-		e.log.Warn("webhook event not applied", "thread", r.in.Key, "event", r.in.Event, "err", err)
-		outcome, err = OutcomeError, nil
+		e.log.Warn("webhook event failed", "thread", in.Key, "event", in.Event, "err", err)
+		outcome = OutcomeFailed
 	default:
+		e.log.Warn("webhook event not applied", "thread", in.Key, "event", in.Event, "err", err)
 		outcome = OutcomeError
 	}
-	e.obs.WebhookEvent(r.kind, outcome)
-	if err == nil {
-		e.log.Debug("webhook event", "thread", r.in.Key, "event", r.in.Event, "outcome", outcome, "from", res.From, "to", res.To)
-	}
-	return err
+	e.obs.WebhookEvent(kind, outcome)
 }

@@ -23,7 +23,7 @@ var (
 // Store is the engine's storage, in domain terms. The engine serialises work
 // per thread; Store makes each Commit atomic and durable before it returns,
 // and refuses one whose expected revision is stale, so that several engine
-// instances could share a store. Only a bbolt implementation exists.
+// instances could share a store. Reads see every commit that has returned.
 type Store interface {
 	Pages(ctx context.Context) ([]Page, error)
 	PutPage(ctx context.Context, p Page) error
@@ -50,6 +50,21 @@ type Store interface {
 	QueuedThreads(ctx context.Context) ([]ThreadKey, error)
 	Content(ctx context.Context, id string) (Content, error)
 	Intervention(ctx context.Context, id string) (Intervention, error)
+
+	// Accept makes webhook events durable before they are applied, and
+	// returns the sequence number of each, in order.
+	Accept(ctx context.Context, events []Notice) ([]uint64, error)
+	// Accepted returns the events accepted and not yet applied (consumed
+	// by a Commit), oldest first.
+	Accepted(ctx context.Context) ([]Accepted, error)
+}
+
+// Accepted is a webhook event accepted durably and not yet applied.
+type Accepted struct {
+	V      int       `json:"v"`
+	Seq    uint64    `json:"seq"`
+	Notice Notice    `json:"notice"`
+	At     time.Time `json:"at"`
 }
 
 // Commit is what one event (or one content synchronisation) changes,
@@ -68,6 +83,7 @@ type Commit struct {
 	Key ThreadKey
 
 	ResolveIntent bool           // delete the thread's outstanding intent
+	Consume       []uint64       // accepted webhook events this commit applies
 	Contents      []Content      // created or updated
 	Enqueue       []string       // content ids appended to the thread's queue
 	Dequeue       []string       // content ids removed from the queue

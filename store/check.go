@@ -3,9 +3,14 @@ package store
 import (
 	"bytes"
 	"encoding/binary"
+	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 
 	bolt "go.etcd.io/bbolt"
+
+	"github.com/threadctl/threadctl/store/wal"
 
 	"github.com/threadctl/threadctl/engine"
 	"github.com/threadctl/threadctl/states"
@@ -14,11 +19,12 @@ import (
 // maxProblems bounds what Check reports; a broken file could list millions.
 const maxProblems = 100
 
-// Check verifies the file: bbolt's own consistency check, then the record
-// invariants — every index entry points to a thread that agrees with it,
-// every thread is indexed, counts match, each thread's history has gapless
-// revisions 1…revision and ends in the thread's state, timers and queued
-// contents exist. It returns the problems found (none when healthy).
+// Check verifies the store: bbolt's own consistency check, then the record
+// invariants over the newest state (logged and checkpointed) — every index
+// entry points to a thread that agrees with it, every thread is indexed,
+// counts match, each thread's history has gapless revisions 1…revision and
+// ends in the thread's state, timers and queued contents exist. It returns
+// the problems found (none when healthy). CheckDir also verifies the log.
 func (s *DB) Check() ([]string, error) {
 	var problems []string
 	add := func(format string, args ...any) {
@@ -26,11 +32,15 @@ func (s *DB) Check() ([]string, error) {
 			problems = append(problems, fmt.Sprintf(format, args...))
 		}
 	}
-	err := s.db.View(func(tx *bolt.Tx) error {
-		for err := range tx.Check() {
+	// bbolt checks a read transaction against the current free list: no
+	// checkpoint may write meanwhile.
+	s.ckptMu.Lock()
+	defer s.ckptMu.Unlock()
+	err := s.read(func(v *view) error {
+		for err := range v.tx.Check() {
 			add("bbolt: %v", err)
 		}
-		checkRecords(tx, add)
+		checkRecords(v, add)
 		return nil
 	})
 	if err != nil {
@@ -39,16 +49,46 @@ func (s *DB) Check() ([]string, error) {
 	return problems, nil
 }
 
-func checkRecords(tx *bolt.Tx, add func(string, ...any)) {
-	counts := map[states.State]int64{}
-	threads := tx.Bucket(bThreads)
-	byState := tx.Bucket(bByState)
-	identities := tx.Bucket(bIdentities)
-	history := tx.Bucket(bHistory)
-	timers := tx.Bucket(bTimers)
+// CheckLog verifies a data directory's log while no process has it open:
+// each record's CRC, indexes in order with no gap, and that the bbolt file
+// holds no change the log lacks (its checkpoint is at most the log's last
+// record, and no record between them is missing). It returns the problems
+// found and the log's report. Opening the store then replays the log, and
+// Check verifies the records.
+func CheckLog(dir string, opts Options) ([]string, wal.Report, error) {
+	var problems []string
+	rep, err := wal.Check(filepath.Join(dir, LogDir))
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, rep, fmt.Errorf("checking the log: %w", err)
+	}
+	for _, p := range rep.Problems {
+		problems = append(problems, "log: "+p.String())
+	}
+	bdb, err := bolt.Open(filepath.Join(dir, FileName), 0o600, &bolt.Options{ReadOnly: true, Timeout: opts.OpenTimeout})
+	if err != nil {
+		return problems, rep, fmt.Errorf("opening %s: %w", filepath.Join(dir, FileName), err)
+	}
+	var applied uint64
+	bdb.View(func(tx *bolt.Tx) error {
+		if m := tx.Bucket(allBuckets[bMeta]); m != nil {
+			if v := m.Get([]byte("applied")); len(v) == 8 {
+				applied = binary.BigEndian.Uint64(v)
+			}
+		}
+		return nil
+	})
+	bdb.Close()
+	if rep.Records > 0 && (applied > rep.LastIndex || applied+1 < rep.FirstIndex) {
+		problems = append(problems, fmt.Sprintf("the bbolt file holds changes up to log record %d; the log holds records %d…%d", applied, rep.FirstIndex, rep.LastIndex))
+	}
+	return problems, rep, nil
+}
 
-	threads.ForEach(func(k, v []byte) error {
-		t, err := decodeThread(v, "thread")
+func checkRecords(v *view, add func(string, ...any)) {
+	counts := map[states.State]int64{}
+
+	forEach(v, bThreads, nil, func(k, raw []byte) error {
+		t, err := decodeThread(raw, "thread")
 		if err != nil {
 			add("thread %q: %v", k, err)
 			return nil
@@ -58,24 +98,24 @@ func checkRecords(tx *bolt.Tx, add func(string, ...any)) {
 			add("thread %q: stored under the key of %s", k, key)
 		}
 		counts[t.State]++
-		if byState.Get(stateKey(t.State, key)) == nil {
+		if !v.has(bByState, stateKey(t.State, key)) {
 			add("thread %s: no by_state entry for %s", key, t.State)
 		}
-		if identities.Get(identityKey(key)) == nil {
+		if !v.has(bIdentities, identityKey(key)) {
 			add("thread %s: no identity entry", key)
 		}
 		for _, tm := range t.Timers() {
-			if timers.Get(timerKey(tm)) == nil {
+			if !v.has(bTimers, timerKey(tm)) {
 				add("thread %s: %s timer at %s not indexed", key, tm.Kind, tm.Due)
 			}
 		}
-		checkHistory(history, t, add)
+		checkHistory(v, t, add)
 		return nil
 	})
 
-	byState.ForEach(func(k, _ []byte) error {
+	forEach(v, bByState, nil, func(k, _ []byte) error {
 		st, rest, _ := bytes.Cut(k, []byte{0})
-		t, err := getThread(tx, parseThreadKey(rest))
+		t, err := getThread(v, parseThreadKey(rest))
 		switch {
 		case err != nil:
 			add("by_state entry %q: %v", k, err)
@@ -84,15 +124,15 @@ func checkRecords(tx *bolt.Tx, add func(string, ...any)) {
 		}
 		return nil
 	})
-	identities.ForEach(func(k, _ []byte) error {
+	forEach(v, bIdentities, nil, func(k, _ []byte) error {
 		psid, page, _ := bytes.Cut(k, []byte{0})
-		if threads.Get(threadKey(engine.ThreadKey{PageID: string(page), PSID: string(psid)})) == nil {
+		if v.get(bThreads, threadKey(engine.ThreadKey{PageID: string(page), PSID: string(psid)})) == nil {
 			add("identity entry %q points to no thread", k)
 		}
 		return nil
 	})
-	tx.Bucket(bStateCounts).ForEach(func(k, v []byte) error {
-		if n := int64(binary.BigEndian.Uint64(v)); n != counts[states.State(k)] {
+	forEach(v, bStateCounts, nil, func(k, raw []byte) error {
+		if n := int64(binary.BigEndian.Uint64(raw)); n != counts[states.State(k)] {
 			add("state count %s is %d, threads in that state: %d", k, n, counts[states.State(k)])
 		}
 		delete(counts, states.State(k))
@@ -101,13 +141,13 @@ func checkRecords(tx *bolt.Tx, add func(string, ...any)) {
 	for st, n := range counts {
 		add("state %s has %d threads and no count", st, n)
 	}
-	timers.ForEach(func(k, _ []byte) error {
+	forEach(v, bTimers, nil, func(k, _ []byte) error {
 		tm, err := parseTimerKey(k)
 		if err != nil {
 			add("%v", err)
 			return nil
 		}
-		t, err := getThread(tx, tm.Key)
+		t, err := getThread(v, tm.Key)
 		if err != nil {
 			add("timer %s of %s: %v", tm.Kind, tm.Key, err)
 			return nil
@@ -121,20 +161,19 @@ func checkRecords(tx *bolt.Tx, add func(string, ...any)) {
 		}
 		return nil
 	})
-	tx.Bucket(bIntents).ForEach(func(k, _ []byte) error {
-		if threads.Get(k) == nil {
+	forEach(v, bIntents, nil, func(k, _ []byte) error {
+		if v.get(bThreads, k) == nil {
 			add("intent %q points to no thread", k)
 		}
 		return nil
 	})
-	contents := tx.Bucket(bContents)
-	tx.Bucket(bQueue).ForEach(func(k, v []byte) error {
-		ct, err := getContent(contents, string(v))
+	forEach(v, bQueue, nil, func(k, id []byte) error {
+		ct, err := getContent(v, string(id))
 		switch {
 		case err != nil:
-			add("queue entry %q: content %s: %v", k, v, err)
+			add("queue entry %q: content %s: %v", k, id, err)
 		case ct.Status != engine.SyncPending:
-			add("queue entry %q: content %s is %s", k, v, ct.Status)
+			add("queue entry %q: content %s is %s", k, id, ct.Status)
 		}
 		return nil
 	})
@@ -142,26 +181,26 @@ func checkRecords(tx *bolt.Tx, add func(string, ...any)) {
 
 // checkHistory verifies that a thread's history has the revisions 1…t.Revision
 // with no gap and that its last entry ends in the thread's state.
-func checkHistory(b *bolt.Bucket, t engine.Thread, add func(string, ...any)) {
+func checkHistory(v *view, t engine.Thread, add func(string, ...any)) {
 	prefix := append(threadKey(t.Key()), 0)
-	c := b.Cursor()
 	want := uint64(1)
 	var last engine.HistoryEntry
-	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+	v.ascend(bHistory, prefix, nil, func(k, raw []byte) bool {
 		rev := binary.BigEndian.Uint64(k[len(prefix):])
 		if rev != want {
 			add("thread %s: history revision %d where %d was expected", t.Key(), rev, want)
-			return
+			return false
 		}
-		if err := decode(v, &last, func() int { return last.V }, "history entry"); err != nil {
+		if err := decode(raw, &last, func() int { return last.V }, "history entry"); err != nil {
 			add("thread %s: history %d: %v", t.Key(), rev, err)
-			return
+			return false
 		}
 		if last.Revision != rev {
 			add("thread %s: history entry under %d says revision %d", t.Key(), rev, last.Revision)
 		}
 		want++
-	}
+		return true
+	})
 	switch {
 	case want-1 != t.Revision:
 		add("thread %s: revision %d but history ends at %d", t.Key(), t.Revision, want-1)

@@ -9,8 +9,6 @@ import (
 	"fmt"
 	"slices"
 
-	bolt "go.etcd.io/bbolt"
-
 	"github.com/threadctl/threadctl/engine"
 	"github.com/threadctl/threadctl/states"
 )
@@ -41,21 +39,32 @@ func decodeThread(raw []byte, what string) (engine.Thread, error) {
 	return t, nil
 }
 
-func getThread(tx *bolt.Tx, k engine.ThreadKey) (engine.Thread, error) {
-	raw := tx.Bucket(bThreads).Get(threadKey(k))
+func getThread(r reader, k engine.ThreadKey) (engine.Thread, error) {
+	raw := r.get(bThreads, threadKey(k))
 	if raw == nil {
 		return engine.Thread{}, engine.ErrNotFound
 	}
 	return decodeThread(raw, "thread "+k.String())
 }
 
+// forEach calls fn for every key of bucket b with prefix, in order, until fn
+// returns an error.
+func forEach(r reader, b bucketID, prefix []byte, fn func(k, v []byte) error) error {
+	var err error
+	r.ascend(b, prefix, nil, func(k, v []byte) bool {
+		err = fn(k, v)
+		return err == nil
+	})
+	return err
+}
+
 // Pages returns every page.
 func (s *DB) Pages(ctx context.Context) ([]engine.Page, error) {
 	var out []engine.Page
-	err := s.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bPages).ForEach(func(k, v []byte) error {
+	err := s.read(func(v *view) error {
+		return forEach(v, bPages, nil, func(k, raw []byte) error {
 			var p engine.Page
-			if err := decode(v, &p, func() int { return p.V }, "page "+string(k)); err != nil {
+			if err := decode(raw, &p, func() int { return p.V }, "page "+string(k)); err != nil {
 				return err
 			}
 			out = append(out, p)
@@ -71,18 +80,18 @@ func (s *DB) PutPage(ctx context.Context, p engine.Page) error {
 		return fmt.Errorf("page has no id")
 	}
 	p.V = engine.FormatVersion
-	return s.update(ctx, noCheck, func(tx *bolt.Tx) error {
-		return putJSON(tx.Bucket(bPages), []byte(p.ID), p)
+	return s.update(ctx, noCheck, func(w *rw) error {
+		return putJSON(w, bPages, []byte(p.ID), p)
 	})
 }
 
-func noCheck(*bolt.Tx) error { return nil }
+func noCheck(*rw) error { return nil }
 
 // Thread returns a thread record.
 func (s *DB) Thread(ctx context.Context, key engine.ThreadKey) (engine.Thread, error) {
 	var t engine.Thread
-	err := s.view(func(tx *bolt.Tx) (err error) {
-		t, err = getThread(tx, key)
+	err := s.read(func(v *view) (err error) {
+		t, err = getThread(v, key)
 		return err
 	})
 	return t, err
@@ -92,12 +101,11 @@ func (s *DB) Thread(ctx context.Context, key engine.ThreadKey) (engine.Thread, e
 func (s *DB) FindIdentity(ctx context.Context, psid string) (engine.ThreadKey, error) {
 	var found []engine.ThreadKey
 	prefix := append([]byte(psid), 0)
-	err := s.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bIdentities).Cursor()
-		for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+	err := s.read(func(v *view) error {
+		return forEach(v, bIdentities, prefix, func(k, _ []byte) error {
 			found = append(found, engine.ThreadKey{PageID: string(k[len(prefix):]), PSID: psid})
-		}
-		return nil
+			return nil
+		})
 	})
 	switch {
 	case err != nil:
@@ -122,13 +130,13 @@ func (s *DB) Commit(ctx context.Context, c *engine.Commit) error {
 		return err
 	}
 	var old *engine.Thread
-	check := func(tx *bolt.Tx) error {
+	check := func(w *rw) error {
 		old = nil
 		if c.Thread == nil {
 			return nil
 		}
 		k := c.Thread.Key()
-		raw := tx.Bucket(bThreads).Get(threadKey(k))
+		raw := w.get(bThreads, threadKey(k))
 		switch {
 		case raw == nil && c.Expect != 0:
 			return fmt.Errorf("%w: thread %s does not exist", engine.ErrConflict, k)
@@ -151,19 +159,15 @@ func (s *DB) Commit(ctx context.Context, c *engine.Commit) error {
 		old = &cur
 		return nil
 	}
-	apply := func(tx *bolt.Tx) error {
+	apply := func(w *rw) error {
 		if c.Thread != nil {
-			if err := putThread(tx, old, c.Thread, enc.thread); err != nil {
-				return err
-			}
-			hb := tx.Bucket(bHistory)
+			putThread(w, old, c.Thread, enc.thread)
 			for i, h := range c.History {
-				if err := hb.Put(historyKey(c.Thread.Key(), h.Revision), enc.history[i]); err != nil {
-					return err
-				}
+				w.put(bHistory, historyKey(c.Thread.Key(), h.Revision), enc.history[i])
 			}
 		}
-		return applyRecords(tx, c, enc)
+		applyRecords(w, c, enc)
+		return nil
 	}
 	return s.update(ctx, check, apply)
 }
@@ -265,38 +269,25 @@ func validQueueOwners(c *engine.Commit) error {
 
 // putThread writes a thread and keeps its indexes (identity, state, counts,
 // timers) in step with the previous record old (nil for a new thread).
-func putThread(tx *bolt.Tx, old, t *engine.Thread, value []byte) error {
+func putThread(w *rw, old, t *engine.Thread, value []byte) {
 	k := t.Key()
-	if err := tx.Bucket(bThreads).Put(threadKey(k), value); err != nil {
-		return err
-	}
-	byState := tx.Bucket(bByState)
+	w.put(bThreads, threadKey(k), value)
 	if old == nil {
-		if err := tx.Bucket(bIdentities).Put(identityKey(k), nil); err != nil {
-			return err
-		}
+		w.put(bIdentities, identityKey(k), nil)
 	}
 	if old == nil || old.State != t.State {
 		if old != nil {
-			if err := byState.Delete(stateKey(old.State, k)); err != nil {
-				return err
-			}
-			if err := addCount(tx, old.State, -1); err != nil {
-				return err
-			}
+			w.del(bByState, stateKey(old.State, k))
+			addCount(w, old.State, -1)
 		}
-		if err := byState.Put(stateKey(t.State, k), nil); err != nil {
-			return err
-		}
-		if err := addCount(tx, t.State, 1); err != nil {
-			return err
-		}
+		w.put(bByState, stateKey(t.State, k), nil)
+		addCount(w, t.State, 1)
 	}
-	return syncTimers(tx.Bucket(bTimers), old, t)
+	syncTimers(w, old, t)
 }
 
 // syncTimers replaces the timer index entries of old by those of t.
-func syncTimers(b *bolt.Bucket, old, t *engine.Thread) error {
+func syncTimers(w *rw, old, t *engine.Thread) {
 	var before [][]byte
 	if old != nil {
 		for _, tm := range old.Timers() {
@@ -309,82 +300,69 @@ func syncTimers(b *bolt.Bucket, old, t *engine.Thread) error {
 	}
 	for _, k := range before {
 		if !slices.ContainsFunc(after, func(a []byte) bool { return bytes.Equal(a, k) }) {
-			if err := b.Delete(k); err != nil {
-				return err
-			}
+			w.del(bTimers, k)
 		}
 	}
 	for _, k := range after {
 		if !slices.ContainsFunc(before, func(a []byte) bool { return bytes.Equal(a, k) }) {
-			if err := b.Put(k, nil); err != nil {
-				return err
-			}
+			w.put(bTimers, k, nil)
 		}
 	}
-	return nil
 }
 
-func addCount(tx *bolt.Tx, st states.State, d int64) error {
-	b := tx.Bucket(bStateCounts)
+func addCount(w *rw, st states.State, d int64) {
 	var n int64
-	if v := b.Get([]byte(st)); len(v) == 8 {
+	if v := w.get(bStateCounts, []byte(st)); len(v) == 8 {
 		n = int64(binary.BigEndian.Uint64(v))
 	}
 	n += d
-	return b.Put([]byte(st), binary.BigEndian.AppendUint64(nil, uint64(n)))
+	w.put(bStateCounts, []byte(st), binary.BigEndian.AppendUint64(nil, uint64(n)))
 }
 
-func applyRecords(tx *bolt.Tx, c *engine.Commit, enc *encoded) error {
+// nextSeq is bucket b's next sequence number, kept in meta.
+func nextSeq(w *rw, b bucketID) uint64 {
+	var n uint64
+	if v := w.get(bMeta, metaSeqKey(b)); len(v) == 8 {
+		n = binary.BigEndian.Uint64(v)
+	}
+	n++
+	w.put(bMeta, metaSeqKey(b), binary.BigEndian.AppendUint64(nil, n))
+	return n
+}
+
+func applyRecords(w *rw, c *engine.Commit, enc *encoded) {
 	if c.ResolveIntent && c.Thread != nil {
-		if err := tx.Bucket(bIntents).Delete(threadKey(c.Thread.Key())); err != nil {
-			return err
-		}
+		w.del(bIntents, threadKey(c.Thread.Key()))
 	}
-	cb := tx.Bucket(bContents)
 	for i, ct := range c.Contents {
-		if err := cb.Put([]byte(ct.ID), enc.contents[i]); err != nil {
-			return err
-		}
+		w.put(bContents, []byte(ct.ID), enc.contents[i])
 	}
-	ib := tx.Bucket(bInterventions)
 	for i, iv := range c.Interventions {
-		if err := ib.Put([]byte(iv.ID), enc.interventions[i]); err != nil {
-			return err
-		}
+		w.put(bInterventions, []byte(iv.ID), enc.interventions[i])
+	}
+	for _, seq := range c.Consume {
+		w.del(bInbox, binary.BigEndian.AppendUint64(nil, seq))
 	}
 	key := c.Key
 	if c.Thread != nil {
 		key = c.Thread.Key()
 	}
-	if len(c.Enqueue)+len(c.Dequeue) == 0 {
-		return nil
-	}
-	q := tx.Bucket(bQueue)
-	prefix := append(threadKey(key), 0)
 	if len(c.Dequeue) > 0 {
-		cur := q.Cursor()
+		prefix := append(threadKey(key), 0)
 		var drop [][]byte
-		for k, v := cur.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = cur.Next() {
+		w.ascend(bQueue, prefix, nil, func(k, v []byte) bool {
 			if slices.Contains(c.Dequeue, string(v)) {
 				drop = append(drop, slices.Clone(k))
 			}
-		}
+			return true
+		})
 		for _, k := range drop {
-			if err := q.Delete(k); err != nil {
-				return err
-			}
+			w.del(bQueue, k)
 		}
 	}
 	for _, id := range c.Enqueue {
-		seq, err := q.NextSequence()
-		if err != nil {
-			return err
-		}
-		if err := q.Put(withSeq(threadKey(key), seq), []byte(id)); err != nil {
-			return err
-		}
+		w.put(bQueue, withSeq(threadKey(key), nextSeq(w, bQueue)), []byte(id))
 	}
-	return nil
 }
 
 // PutIntent records a Graph call about to be made.
@@ -393,8 +371,8 @@ func (s *DB) PutIntent(ctx context.Context, in engine.Intent) error {
 		return err
 	}
 	in.V = engine.FormatVersion
-	check := func(tx *bolt.Tx) error {
-		t, err := getThread(tx, in.Key)
+	check := func(w *rw) error {
+		t, err := getThread(w, in.Key)
 		if err != nil {
 			return err
 		}
@@ -403,18 +381,18 @@ func (s *DB) PutIntent(ctx context.Context, in engine.Intent) error {
 		}
 		return nil
 	}
-	return s.update(ctx, check, func(tx *bolt.Tx) error {
-		return putJSON(tx.Bucket(bIntents), threadKey(in.Key), in)
+	return s.update(ctx, check, func(w *rw) error {
+		return putJSON(w, bIntents, threadKey(in.Key), in)
 	})
 }
 
 // Intents returns the outstanding Graph call intents.
 func (s *DB) Intents(ctx context.Context) ([]engine.Intent, error) {
 	var out []engine.Intent
-	err := s.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bIntents).ForEach(func(k, v []byte) error {
+	err := s.read(func(v *view) error {
+		return forEach(v, bIntents, nil, func(k, raw []byte) error {
 			var in engine.Intent
-			if err := decode(v, &in, func() int { return in.V }, "intent"); err != nil {
+			if err := decode(raw, &in, func() int { return in.V }, "intent"); err != nil {
 				return err
 			}
 			out = append(out, in)
@@ -427,8 +405,8 @@ func (s *DB) Intents(ctx context.Context) ([]engine.Intent, error) {
 // Timers returns every durable timer, earliest first.
 func (s *DB) Timers(ctx context.Context) ([]engine.Timer, error) {
 	var out []engine.Timer
-	err := s.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bTimers).ForEach(func(k, _ []byte) error {
+	err := s.read(func(v *view) error {
+		return forEach(v, bTimers, nil, func(k, _ []byte) error {
 			t, err := parseTimerKey(k)
 			if err != nil {
 				return err
@@ -448,26 +426,21 @@ func (s *DB) History(ctx context.Context, key engine.ThreadKey, before uint64, l
 	}
 	var out []engine.HistoryEntry
 	prefix := append(threadKey(key), 0)
-	err := s.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bHistory).Cursor()
-		if before == 0 {
-			before = ^uint64(0)
-		}
-		// Seek to the first key at or past revision before, step back once.
-		var k, v []byte
-		if k, _ = c.Seek(historyKey(key, before)); k == nil {
-			k, v = c.Last()
-		} else {
-			k, v = c.Prev()
-		}
-		for ; k != nil && bytes.HasPrefix(k, prefix) && len(out) < limit; k, v = c.Prev() {
+	var until []byte
+	if before != 0 {
+		until = historyKey(key, before)
+	}
+	err := s.read(func(v *view) error {
+		var err error
+		v.descend(bHistory, prefix, until, func(_, raw []byte) bool {
 			var h engine.HistoryEntry
-			if err := decode(v, &h, func() int { return h.V }, "history entry"); err != nil {
-				return err
+			if err = decode(raw, &h, func() int { return h.V }, "history entry"); err != nil {
+				return false
 			}
 			out = append(out, h)
-		}
-		return nil
+			return len(out) < limit
+		})
+		return err
 	})
 	return out, err
 }
@@ -489,15 +462,15 @@ func (s *DB) ListThreads(ctx context.Context, f engine.ListFilter) ([]engine.Thr
 		out  []engine.Thread
 		next string
 	)
-	err := s.view(func(tx *bolt.Tx) error {
+	err := s.read(func(v *view) error {
 		var (
-			c      *bolt.Cursor
+			b      bucketID
 			prefix []byte
 			key    func(k []byte) []byte // index key → thread key
 		)
 		switch {
 		case f.State != "":
-			c = tx.Bucket(bByState).Cursor()
+			b = bByState
 			prefix = append([]byte(f.State), 0)
 			if f.PageID != "" {
 				prefix = append(append(prefix, f.PageID...), 0)
@@ -505,7 +478,7 @@ func (s *DB) ListThreads(ctx context.Context, f engine.ListFilter) ([]engine.Thr
 			n := len(f.State) + 1
 			key = func(k []byte) []byte { return k[n:] }
 		default:
-			c = tx.Bucket(bThreads).Cursor()
+			b = bThreads
 			if f.PageID != "" {
 				prefix = append([]byte(f.PageID), 0)
 			}
@@ -514,27 +487,25 @@ func (s *DB) ListThreads(ctx context.Context, f engine.ListFilter) ([]engine.Thr
 		if after != nil && !validCursor(after, prefix, key) {
 			return fmt.Errorf("%w: %q", engine.ErrBadCursor, f.After)
 		}
-		var k []byte
+		from := after
 		if after != nil {
-			k, _ = c.Seek(after)
-			if bytes.Equal(k, after) {
-				k, _ = c.Next()
-			}
-		} else {
-			k, _ = c.Seek(prefix)
+			from = append(slices.Clone(after), 0) // the first key after the cursor
 		}
-		for ; k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		var err error
+		v.ascend(b, prefix, from, func(k, _ []byte) bool {
 			if len(out) == limit {
 				next = base64.RawURLEncoding.EncodeToString(out2key(out[len(out)-1], f))
-				return nil
+				return false
 			}
-			t, err := getThread(tx, parseThreadKey(key(k)))
-			if err != nil {
-				return fmt.Errorf("index entry %q: %w", k, err)
+			var t engine.Thread
+			if t, err = getThread(v, parseThreadKey(key(k))); err != nil {
+				err = fmt.Errorf("index entry %q: %w", k, err)
+				return false
 			}
 			out = append(out, t)
-		}
-		return nil
+			return true
+		})
+		return err
 	})
 	return out, next, err
 }
@@ -560,10 +531,10 @@ func out2key(t engine.Thread, f engine.ListFilter) []byte {
 // with every commit.
 func (s *DB) StateCounts(ctx context.Context) (map[states.State]int, error) {
 	out := map[states.State]int{}
-	err := s.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bStateCounts).ForEach(func(k, v []byte) error {
-			if len(v) == 8 {
-				out[states.State(k)] = int(int64(binary.BigEndian.Uint64(v)))
+	err := s.read(func(v *view) error {
+		return forEach(v, bStateCounts, nil, func(k, raw []byte) error {
+			if len(raw) == 8 {
+				out[states.State(k)] = int(int64(binary.BigEndian.Uint64(raw)))
 			}
 			return nil
 		})
@@ -575,17 +546,15 @@ func (s *DB) StateCounts(ctx context.Context) (map[states.State]int, error) {
 func (s *DB) Queue(ctx context.Context, key engine.ThreadKey) ([]engine.Content, error) {
 	var out []engine.Content
 	prefix := append(threadKey(key), 0)
-	err := s.view(func(tx *bolt.Tx) error {
-		c := tx.Bucket(bQueue).Cursor()
-		cb := tx.Bucket(bContents)
-		for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
-			ct, err := getContent(cb, string(v))
+	err := s.read(func(v *view) error {
+		return forEach(v, bQueue, prefix, func(_, id []byte) error {
+			ct, err := getContent(v, string(id))
 			if err != nil {
-				return fmt.Errorf("queued content %s: %w", v, err)
+				return fmt.Errorf("queued content %s: %w", id, err)
 			}
 			out = append(out, ct)
-		}
-		return nil
+			return nil
+		})
 	})
 	return out, err
 }
@@ -593,8 +562,8 @@ func (s *DB) Queue(ctx context.Context, key engine.ThreadKey) ([]engine.Content,
 // QueuedThreads returns the threads with contents awaiting synchronisation.
 func (s *DB) QueuedThreads(ctx context.Context) ([]engine.ThreadKey, error) {
 	var out []engine.ThreadKey
-	err := s.view(func(tx *bolt.Tx) error {
-		return tx.Bucket(bQueue).ForEach(func(k, _ []byte) error {
+	err := s.read(func(v *view) error {
+		return forEach(v, bQueue, nil, func(k, _ []byte) error {
 			if len(k) < 9 {
 				return fmt.Errorf("queue key too short: %q", k)
 			}
@@ -608,9 +577,9 @@ func (s *DB) QueuedThreads(ctx context.Context) ([]engine.ThreadKey, error) {
 	return out, err
 }
 
-func getContent(b *bolt.Bucket, id string) (engine.Content, error) {
+func getContent(r reader, id string) (engine.Content, error) {
 	var ct engine.Content
-	raw := b.Get([]byte(id))
+	raw := r.get(bContents, []byte(id))
 	if raw == nil {
 		return ct, engine.ErrNotFound
 	}
@@ -621,8 +590,8 @@ func getContent(b *bolt.Bucket, id string) (engine.Content, error) {
 // Content returns a content by id.
 func (s *DB) Content(ctx context.Context, id string) (engine.Content, error) {
 	var ct engine.Content
-	err := s.view(func(tx *bolt.Tx) (err error) {
-		ct, err = getContent(tx.Bucket(bContents), id)
+	err := s.read(func(v *view) (err error) {
+		ct, err = getContent(v, id)
 		return err
 	})
 	return ct, err
@@ -631,8 +600,8 @@ func (s *DB) Content(ctx context.Context, id string) (engine.Content, error) {
 // Intervention returns an intervention by id.
 func (s *DB) Intervention(ctx context.Context, id string) (engine.Intervention, error) {
 	var iv engine.Intervention
-	err := s.view(func(tx *bolt.Tx) error {
-		raw := tx.Bucket(bInterventions).Get([]byte(id))
+	err := s.read(func(v *view) error {
+		raw := v.get(bInterventions, []byte(id))
 		if raw == nil {
 			return engine.ErrNotFound
 		}

@@ -1,5 +1,17 @@
-// Package store keeps threadctl's records in one bbolt file and implements
-// engine.Store. Nothing else in threadctl imports bbolt.
+// Package store keeps threadctl's records and implements engine.Store: a
+// write-ahead log in front of one bbolt file, as etcd keeps its raft log in
+// front of its bbolt backend. Nothing else in threadctl imports bbolt.
+//
+// Every change — a thread's transition with its history entry, an intent,
+// a content, an accepted webhook event — is appended to the log (store/wal)
+// by a group commit: a caller that finds no commit under way writes its own
+// at once; those arriving meanwhile are written together by the next
+// leader, with one fdatasync. A commit is durable once its log record is.
+// Its changes are then published in memory (layers.go), where reads see
+// them, and a checkpointer writes them to bbolt in large transactions off
+// the request path (every CheckpointInterval, or sooner when many have
+// gathered), records in bbolt the last log index it holds, and releases the
+// log's older segments. Open replays the log past that index.
 //
 // Buckets and keys (k = page_id 0x00 psid):
 //
@@ -14,7 +26,8 @@
 //	queue          k 0x00 seq(8, BE)            → content id
 //	contents       id                           → engine.Content
 //	interventions  id                           → engine.Intervention
-//	meta           "format"                     → format version
+//	inbox          seq(8, BE)                   → engine.Accepted (webhook events accepted, not yet applied)
+//	meta           "format", "applied", "seq/<bucket>" → file format, last log index in bbolt, sequences
 //
 // Threads of one page are contiguous, so listing by page is a prefix scan;
 // a thread's history is contiguous and ordered, so its latest entries are one
@@ -28,10 +41,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
@@ -39,27 +54,45 @@ import (
 
 	"github.com/threadctl/threadctl/engine"
 	"github.com/threadctl/threadctl/states"
+	"github.com/threadctl/threadctl/store/wal"
 )
 
-var (
-	bPages         = []byte("pages")
-	bThreads       = []byte("threads")
-	bIdentities    = []byte("identities")
-	bByState       = []byte("by_state")
-	bStateCounts   = []byte("state_counts")
-	bHistory       = []byte("history")
-	bTimers        = []byte("timers")
-	bIntents       = []byte("intents")
-	bQueue         = []byte("queue")
-	bContents      = []byte("contents")
-	bInterventions = []byte("interventions")
-	bMeta          = []byte("meta")
+// bucketID names a bucket in the log's records and the layers.
+type bucketID uint8
 
-	allBuckets = [][]byte{bPages, bThreads, bIdentities, bByState, bStateCounts, bHistory, bTimers, bIntents, bQueue, bContents, bInterventions, bMeta}
+const (
+	bPages bucketID = iota
+	bThreads
+	bIdentities
+	bByState
+	bStateCounts
+	bHistory
+	bTimers
+	bIntents
+	bQueue
+	bContents
+	bInterventions
+	bInbox
+	bMeta
+	numBuckets
 )
 
-// FileName is the bbolt file's name in the data directory.
-const FileName = "threadctl.db"
+// allBuckets are the bbolt buckets, by bucketID.
+var allBuckets = [numBuckets][]byte{
+	[]byte("pages"), []byte("threads"), []byte("identities"), []byte("by_state"), []byte("state_counts"),
+	[]byte("history"), []byte("timers"), []byte("intents"), []byte("queue"), []byte("contents"),
+	[]byte("interventions"), []byte("inbox"), []byte("meta"),
+}
+
+// FileName is the bbolt file's name in the data directory; LogDir the log's.
+const (
+	FileName = "threadctl.db"
+	LogDir   = "wal"
+)
+
+// fileFormat is the store's format: 2 adds the log (and keeps format 1's
+// records, which it upgrades in place).
+const fileFormat = 2
 
 // ErrUnavailable wraps failures of the store itself (I/O, a closed store), as
 // opposed to a missing record or a conflict.
@@ -67,89 +100,185 @@ var ErrUnavailable = errors.New("store unavailable")
 
 // Options tune a DB.
 type Options struct {
-	// MaxBatch caps how many commits share one transaction (default 512).
+	// MaxBatch caps how many commits share one log record (default 512).
 	MaxBatch int
-	// OnCommit, if set, is called after each bbolt transaction with its
-	// duration and the number of commits it carried.
+	// OnCommit, if set, is called after each group commit to the log with
+	// its duration and the number of commits it carried.
 	OnCommit func(d time.Duration, commits int)
 	// OpenTimeout bounds waiting for another process's lock on the file
 	// (default 2 s).
 	OpenTimeout time.Duration
+	// CheckpointInterval is how often logged changes are written to bbolt
+	// (default 100 ms); CheckpointSize writes them sooner, once that many
+	// keys have changed (default 4096).
+	CheckpointInterval time.Duration
+	CheckpointSize     int
+	// SegmentSize is the size of the log's segments (default 64 MiB).
+	SegmentSize int64
+	// Logger is told what Open repairs (a torn tail of the log) and what
+	// the checkpointer fails at; nil: discard.
+	Logger *slog.Logger
 }
 
-// DB is the bbolt store. Commits from concurrent callers are grouped, leader
-// and followers: a caller that finds no transaction under way writes its
-// commit at once, in its own goroutine; callers arriving meanwhile queue, and
-// when the transaction ends the first of them leads the next one, carrying
-// all that queued (one fsync for all). A lone caller pays no delay and no
-// hand-off; under load, transactions grow with concurrency.
+// DB is the store. Commits from concurrent callers are grouped, leader and
+// followers: a caller that finds no commit under way writes its own at once,
+// in its own goroutine; callers arriving meanwhile queue, and when the
+// commit ends the first of them leads the next one, carrying all that
+// queued (one log record, one fdatasync for all).
 type DB struct {
 	db   *bolt.DB
+	log  *wal.Log
 	opts Options
 
+	pubMu  sync.Mutex                // serialises publishing layers
+	layers atomic.Pointer[layerSet] // what reads see above bbolt
+
 	mu         sync.Mutex
-	committing bool  // a leader is writing a transaction
-	queue      []*op // commits waiting for the next transaction
+	committing bool  // a leader is writing
+	queue      []*op // commits waiting for the next leader
 	closed     bool
+	broken     error      // a failed log write: no more commits
 	idle       *sync.Cond // signalled when committing ends
+
+	ckptMu sync.Mutex // one checkpoint at a time
+	poke   chan struct{}
+	stop   chan struct{}
+	done   chan struct{}
+}
+
+// layerSet is the changes logged but not yet all in bbolt: the active layer
+// commits add to, and the frozen one a checkpoint is writing.
+type layerSet struct{ active, frozen *layer }
+
+func (ls *layerSet) list() []*layer {
+	if ls.frozen == nil {
+		return []*layer{ls.active}
+	}
+	return []*layer{ls.active, ls.frozen}
 }
 
 var _ engine.Store = (*DB)(nil)
 
-// Open opens (creating if needed) the store in dir.
+// Open opens (creating if needed) the store in dir: the bbolt file and the
+// log beside it. It replays the log past bbolt's checkpoint.
 func Open(dir string, opts Options) (*DB, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating data directory: %w", err)
 	}
-	return OpenFile(filepath.Join(dir, FileName), opts)
-}
-
-// OpenFile opens (creating if needed) the store in the bbolt file at path.
-func OpenFile(path string, opts Options) (*DB, error) {
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 512
 	}
 	if opts.OpenTimeout <= 0 {
 		opts.OpenTimeout = 2 * time.Second
 	}
-	bdb, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.OpenTimeout, FreelistType: bolt.FreelistMapType, NoFreelistSync: true})
+	if opts.CheckpointInterval <= 0 {
+		opts.CheckpointInterval = 100 * time.Millisecond
+	}
+	if opts.CheckpointSize <= 0 {
+		opts.CheckpointSize = 4096
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	path := filepath.Join(dir, FileName)
+	bdb, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: opts.OpenTimeout, FreelistType: bolt.FreelistMapType})
 	if err != nil {
 		if errors.Is(err, berrors.ErrTimeout) {
 			return nil, fmt.Errorf("opening %s: another process holds it open", path)
 		}
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
-	if err := initBuckets(bdb); err != nil {
+	applied, err := initBuckets(bdb)
+	if err != nil {
 		bdb.Close()
 		return nil, fmt.Errorf("opening %s: %w", path, err)
 	}
-	s := &DB{db: bdb, opts: opts}
+	log, err := wal.Open(filepath.Join(dir, LogDir), wal.Options{FirstIndex: applied + 1, SegmentSize: opts.SegmentSize, Logger: opts.Logger})
+	if err != nil {
+		bdb.Close()
+		return nil, fmt.Errorf("opening the log: %w", err)
+	}
+	s := &DB{db: bdb, log: log, opts: opts, poke: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
 	s.idle = sync.NewCond(&s.mu)
+	if err := s.replay(applied); err != nil {
+		log.Close()
+		bdb.Close()
+		return nil, err
+	}
+	go s.checkpointer()
 	return s, nil
 }
 
-func initBuckets(db *bolt.DB) error {
-	return db.Update(func(tx *bolt.Tx) error {
+// replay reads the log past bbolt's checkpoint (applied) into the active
+// layer, then checkpoints it.
+func (s *DB) replay(applied uint64) error {
+	active := &layer{last: applied}
+	if first, last := s.log.FirstIndex(), s.log.LastIndex(); last >= first {
+		switch {
+		case first > applied+1:
+			return fmt.Errorf("the log starts at record %d but the bbolt file holds changes up to %d only: records %d…%d are missing; restore a backup", first, applied, applied+1, first-1)
+		case last < applied:
+			return fmt.Errorf("the bbolt file holds changes up to log record %d, which the log (records %d…%d) lacks", applied, first, last)
+		}
+	}
+	err := s.log.ReadFrom(applied+1, func(index uint64, rec []byte) error {
+		writes, err := decodeWrites(rec)
+		if err != nil {
+			return fmt.Errorf("log record %d: %w", index, err)
+		}
+		for _, w := range writes {
+			active.set(w.b, w.key, w.val, w.del)
+		}
+		active.last = index
+		return nil
+	})
+	if err != nil && !errors.Is(err, wal.ErrReleased) {
+		return fmt.Errorf("replaying the log: %w", err)
+	}
+	s.layers.Store(&layerSet{active: active})
+	if active.size > 0 {
+		s.opts.Logger.Info("replayed the log past the checkpoint", "records", active.last-applied, "keys", active.size)
+		return s.Checkpoint()
+	}
+	return nil
+}
+
+// initBuckets creates the buckets and returns the last log index bbolt
+// holds. A format 1 file (no log) is upgraded: its queue's bbolt sequence
+// moves into meta.
+func initBuckets(db *bolt.DB) (applied uint64, err error) {
+	err = db.Update(func(tx *bolt.Tx) error {
 		for _, b := range allBuckets {
 			if _, err := tx.CreateBucketIfNotExists(b); err != nil {
 				return err
 			}
 		}
-		meta := tx.Bucket(bMeta)
-		v := meta.Get([]byte("format"))
-		if v == nil {
-			return meta.Put([]byte("format"), []byte(strconv.Itoa(engine.FormatVersion)))
+		meta := tx.Bucket(allBuckets[bMeta])
+		if v := meta.Get([]byte("format")); v != nil {
+			n, err := strconv.Atoi(string(v))
+			if err != nil || n > fileFormat {
+				return fmt.Errorf("file format %q is newer than this threadctl understands (%d)", v, fileFormat)
+			}
 		}
-		n, err := strconv.Atoi(string(v))
-		if err != nil || n > engine.FormatVersion {
-			return fmt.Errorf("file format %q is newer than this threadctl understands (%d)", v, engine.FormatVersion)
+		seqKey := metaSeqKey(bQueue)
+		if meta.Get(seqKey) == nil {
+			if err := meta.Put(seqKey, binary.BigEndian.AppendUint64(nil, tx.Bucket(allBuckets[bQueue]).Sequence())); err != nil {
+				return err
+			}
 		}
-		return nil
+		if v := meta.Get([]byte("applied")); len(v) == 8 {
+			applied = binary.BigEndian.Uint64(v)
+		}
+		return meta.Put([]byte("format"), []byte(strconv.Itoa(fileFormat)))
 	})
+	return applied, err
 }
 
+func metaSeqKey(b bucketID) []byte { return append([]byte("seq/"), allBuckets[b]...) }
+
 // Close stops accepting commits, waits for those being written (and those
-// already queued) and closes the file.
+// already queued), checkpoints what is logged and closes the log and the
+// file.
 func (s *DB) Close() error {
 	s.mu.Lock()
 	if s.closed {
@@ -161,40 +290,38 @@ func (s *DB) Close() error {
 		s.idle.Wait()
 	}
 	s.mu.Unlock()
-	return s.db.Close()
+	close(s.stop)
+	<-s.done
+	err := s.Checkpoint()
+	return errors.Join(err, s.log.Close(), s.db.Close())
 }
 
 // Path is the bbolt file's path.
 func (s *DB) Path() string { return s.db.Path() }
 
+// LogStats reports what the log did since Open.
+func (s *DB) LogStats() wal.Stats { return s.log.Stats() }
+
 // op is one commit: check validates without writing (its error rejects this
-// commit only); apply writes (its error aborts the transaction, and each
-// commit of the batch is then retried alone). done receives the outcome, or
-// nil in lead when its caller is to write the next transaction.
+// commit only); apply writes. done receives the outcome, or nil in lead
+// when its caller is to write the next commit.
 type op struct {
-	check func(tx *bolt.Tx) error
-	apply func(tx *bolt.Tx) error
+	check func(w *rw) error
+	apply func(w *rw) error
 	done  chan result
 }
 
 type result struct {
 	err  error
-	lead bool // write the next transaction: the queue as it is then
+	lead bool // write the next commit: the queue as it is then
 }
-
-// rejected marks a commit refused by its own check, which leaves the
-// transaction usable for the other commits of the batch.
-type rejected struct{ err error }
-
-func (r rejected) Error() string { return r.err.Error() }
-func (r rejected) Unwrap() error { return r.err }
 
 var errClosed = fmt.Errorf("%w: closed", ErrUnavailable)
 
-// update commits check/apply durably, in a transaction shared with the
+// update commits check/apply durably, in a log record shared with the
 // commits of other callers. Once queued a commit is waited for even if ctx
 // ends: the caller must learn whether it is durable.
-func (s *DB) update(ctx context.Context, check, apply func(tx *bolt.Tx) error) error {
+func (s *DB) update(ctx context.Context, check, apply func(w *rw) error) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
@@ -204,6 +331,10 @@ func (s *DB) update(ctx context.Context, check, apply func(tx *bolt.Tx) error) e
 	case s.closed:
 		s.mu.Unlock()
 		return errClosed
+	case s.broken != nil:
+		err := s.broken
+		s.mu.Unlock()
+		return err
 	case s.committing:
 		s.queue = append(s.queue, o)
 		s.mu.Unlock()
@@ -235,8 +366,8 @@ func (s *DB) takeQueue() []*op {
 	return batch
 }
 
-// lead writes one transaction, then hands the lead to the first queued
-// commit, or ends the committing.
+// lead writes one commit, then hands the lead to the first queued commit,
+// or ends the committing.
 func (s *DB) lead(batch []*op) {
 	s.run(batch)
 	s.mu.Lock()
@@ -251,45 +382,86 @@ func (s *DB) lead(batch []*op) {
 	next.done <- result{lead: true}
 }
 
+// run checks and applies a batch against the newest state, appends the
+// changes of the commits it accepts to the log as one record, and — once
+// that is durable — publishes them to readers.
 func (s *DB) run(batch []*op) {
 	start := time.Now()
 	errs := make([]error, len(batch))
-	err := s.db.Update(func(tx *bolt.Tx) error {
+	var writes []write
+	err := s.read(func(v *view) error {
+		mine := &layer{}
+		v.layers = append([]*layer{mine}, v.layers...)
 		for i, o := range batch {
-			if err := o.check(tx); err != nil {
-				errs[i] = rejected{err}
+			w := &rw{view: v}
+			if err := o.check(w); err != nil {
+				errs[i] = err
 				continue
 			}
-			if err := o.apply(tx); err != nil {
-				return err
+			if err := o.apply(w); err != nil {
+				errs[i] = err
+				continue
 			}
+			for _, wr := range w.writes {
+				mine.set(wr.b, wr.key, wr.val, wr.del)
+			}
+			writes = append(writes, w.writes...)
 		}
 		return nil
 	})
+	if err == nil && len(writes) > 0 {
+		err = s.append(writes)
+	}
 	if s.opts.OnCommit != nil {
 		s.opts.OnCommit(time.Since(start), len(batch))
 	}
-	if err != nil && len(batch) > 1 {
-		// One commit broke the transaction: give each its own.
-		for _, o := range batch {
-			s.run([]*op{o})
-		}
-		return
-	}
 	for i, o := range batch {
 		switch {
+		case errs[i] != nil:
+			o.done <- result{err: errs[i]}
 		case err != nil:
 			o.done <- result{err: fmt.Errorf("%w: %v", ErrUnavailable, err)}
-		case errs[i] != nil:
-			o.done <- result{err: errs[i].(rejected).err}
 		default:
 			o.done <- result{}
 		}
 	}
 }
 
-func (s *DB) view(fn func(tx *bolt.Tx) error) error {
-	err := s.db.View(fn)
+// append logs writes as one record and publishes them. A failed log write
+// breaks the store: whether it reached the disk is unknown, and no later
+// commit may follow it.
+func (s *DB) append(writes []write) error {
+	index, err := s.log.Append(encodeWrites(writes))
+	if err != nil {
+		s.mu.Lock()
+		s.broken = fmt.Errorf("%w: the log failed (%v); restart threadctl", ErrUnavailable, err)
+		s.mu.Unlock()
+		return err
+	}
+	s.pubMu.Lock()
+	cur := s.layers.Load()
+	active := cur.active.clone()
+	for _, w := range writes {
+		active.set(w.b, w.key, w.val, w.del)
+	}
+	active.last = index
+	s.layers.Store(&layerSet{active: active, frozen: cur.frozen})
+	s.pubMu.Unlock()
+	if active.size >= s.opts.CheckpointSize {
+		select {
+		case s.poke <- struct{}{}:
+		default:
+		}
+	}
+	return nil
+}
+
+// read runs fn over the newest state: the layers, then bbolt. The layers are
+// taken before bbolt's read transaction begins, so a checkpoint finishing
+// meanwhile is seen in one or the other.
+func (s *DB) read(fn func(v *view) error) error {
+	ls := s.layers.Load()
+	err := s.db.View(func(tx *bolt.Tx) error { return fn(&view{tx: tx, layers: ls.list()}) })
 	if err != nil && !isDomain(err) {
 		return fmt.Errorf("%w: %v", ErrUnavailable, err)
 	}
@@ -298,6 +470,126 @@ func (s *DB) view(fn func(tx *bolt.Tx) error) error {
 
 func isDomain(err error) bool {
 	return errors.Is(err, engine.ErrNotFound) || errors.Is(err, engine.ErrConflict) || errors.Is(err, engine.ErrAmbiguous) || errors.Is(err, engine.ErrBadCursor)
+}
+
+// checkpointer writes logged changes to bbolt every CheckpointInterval, or
+// when poked because many have gathered, until Close.
+func (s *DB) checkpointer() {
+	defer close(s.done)
+	t := time.NewTicker(s.opts.CheckpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+		case <-s.poke:
+		}
+		if err := s.Checkpoint(); err != nil {
+			s.opts.Logger.Error("checkpoint failed; logged changes stay in the log and in memory", "err", err)
+		}
+	}
+}
+
+// Checkpoint writes the changes logged so far to bbolt in one transaction,
+// with the last log index they come from, then releases the log segments it
+// made redundant.
+func (s *DB) Checkpoint() error {
+	s.ckptMu.Lock()
+	defer s.ckptMu.Unlock()
+	s.pubMu.Lock()
+	cur := s.layers.Load()
+	frozen := cur.frozen
+	if frozen == nil {
+		if cur.active.size == 0 {
+			s.pubMu.Unlock()
+			return nil
+		}
+		frozen = cur.active
+		s.layers.Store(&layerSet{active: &layer{last: frozen.last}, frozen: frozen})
+	}
+	s.pubMu.Unlock()
+
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		for b, t := range frozen.trees {
+			if t == nil {
+				continue
+			}
+			bk := tx.Bucket(allBuckets[b])
+			var err error
+			t.Ascend(func(e entry) bool {
+				if e.del {
+					err = bk.Delete([]byte(e.key))
+				} else {
+					err = bk.Put([]byte(e.key), e.val)
+				}
+				return err == nil
+			})
+			if err != nil {
+				return err
+			}
+		}
+		return tx.Bucket(allBuckets[bMeta]).Put([]byte("applied"), binary.BigEndian.AppendUint64(nil, frozen.last))
+	})
+	if err != nil {
+		return fmt.Errorf("writing the checkpoint: %w", err)
+	}
+	s.pubMu.Lock()
+	cur = s.layers.Load()
+	s.layers.Store(&layerSet{active: cur.active})
+	s.pubMu.Unlock()
+	if err := s.log.ReleaseBefore(frozen.last + 1); err != nil {
+		return fmt.Errorf("releasing the log: %w", err)
+	}
+	return nil
+}
+
+// ---- log records
+
+// encodeWrites encodes changes as one log record: per change its bucket,
+// whether it is a deletion, and its key and value, length-prefixed.
+func encodeWrites(writes []write) []byte {
+	n := 0
+	for _, w := range writes {
+		n += 2 + 2*binary.MaxVarintLen32 + len(w.key) + len(w.val)
+	}
+	b := make([]byte, 0, n)
+	for _, w := range writes {
+		del := byte(0)
+		if w.del {
+			del = 1
+		}
+		b = append(b, byte(w.b), del)
+		b = binary.AppendUvarint(b, uint64(len(w.key)))
+		b = append(b, w.key...)
+		b = binary.AppendUvarint(b, uint64(len(w.val)))
+		b = append(b, w.val...)
+	}
+	return b
+}
+
+func decodeWrites(b []byte) ([]write, error) {
+	var out []write
+	for len(b) > 0 {
+		if len(b) < 2 || bucketID(b[0]) >= numBuckets || b[1] > 1 {
+			return nil, fmt.Errorf("bad change header %x", b[:min(len(b), 2)])
+		}
+		w := write{b: bucketID(b[0]), del: b[1] == 1}
+		b = b[2:]
+		for _, field := range []*[]byte{&w.key, &w.val} {
+			n, k := binary.Uvarint(b)
+			if k <= 0 || uint64(len(b)-k) < n {
+				return nil, errors.New("truncated change")
+			}
+			*field = bytes.Clone(b[k : k+int(n)])
+			b = b[k+int(n):]
+		}
+		if w.del {
+			w.val = nil
+		}
+		out = append(out, w)
+	}
+	return out, nil
 }
 
 // ---- keys
@@ -371,10 +663,11 @@ func decode(raw []byte, v any, version func() int, what string) error {
 	return nil
 }
 
-func putJSON(b *bolt.Bucket, key []byte, v any) error {
+func putJSON(w *rw, b bucketID, key []byte, v any) error {
 	raw, err := json.Marshal(v)
 	if err != nil {
 		return err
 	}
-	return b.Put(key, raw)
+	w.put(b, key, raw)
+	return nil
 }
