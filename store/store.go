@@ -130,7 +130,7 @@ type DB struct {
 	log  *wal.Log
 	opts Options
 
-	pubMu  sync.Mutex                // serialises publishing layers
+	pubMu  sync.Mutex               // serialises publishing layers
 	layers atomic.Pointer[layerSet] // what reads see above bbolt
 
 	mu         sync.Mutex

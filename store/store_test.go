@@ -8,7 +8,6 @@ import (
 	"testing"
 	"time"
 
-
 	"github.com/threadctl/threadctl/engine"
 	"github.com/threadctl/threadctl/states"
 )
