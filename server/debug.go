@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -131,9 +133,10 @@ func transitionView(h engine.HistoryEntry) TransitionView {
 	return v
 }
 
-// ThreadDetail reads everything the debug views show about one thread.
-func ThreadDetail(c echo.Context, eng *engine.Engine, key engine.ThreadKey, limit int, before uint64) (ThreadView, error) {
-	ctx := c.Request().Context()
+// threadDetail reads everything the JSON debug view shows about one thread:
+// the record, its page, its queued contents and up to limit history entries
+// before revision before (0: the newest).
+func threadDetail(ctx context.Context, eng *engine.Engine, key engine.ThreadKey, limit int, before uint64) (ThreadView, error) {
 	t, err := eng.Thread(ctx, key)
 	if err != nil {
 		return ThreadView{}, err
@@ -161,8 +164,9 @@ func ThreadDetail(c echo.Context, eng *engine.Engine, key engine.ThreadKey, limi
 	return v, nil
 }
 
-func intParam(c echo.Context, name string, def, max int) (int, error) {
-	s := c.QueryParam(name)
+// intParam reads a number from 1 to max from the query; def when absent.
+func intParam(q url.Values, name string, def, max int) (int, error) {
+	s := q.Get(name)
 	if s == "" {
 		return def, nil
 	}
@@ -179,7 +183,7 @@ func (s *Server) getThread(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	limit, err := intParam(c, "limit", 20, 500)
+	limit, err := intParam(c.QueryParams(), "limit", 20, 500)
 	if err != nil {
 		return err
 	}
@@ -189,7 +193,7 @@ func (s *Server) getThread(c echo.Context) error {
 			return badRequest("before=%q must be a revision number", b)
 		}
 	}
-	v, err := ThreadDetail(c, s.cfg.Engine, key, limit, before)
+	v, err := threadDetail(c.Request().Context(), s.cfg.Engine, key, limit, before)
 	if err != nil {
 		return err
 	}
@@ -204,36 +208,36 @@ type ThreadList struct {
 
 // listThreads is GET /debug/threads?state=&page_id=&cursor=&limit=.
 func (s *Server) listThreads(c echo.Context) error {
-	f, err := ListFilter(c)
+	f, err := listFilter(c.QueryParams())
 	if err != nil {
 		return err
 	}
-	list, err := ListThreads(c, s.cfg.Engine, f)
+	list, err := threadList(c.Request().Context(), s.cfg.Engine, scopeOf(c), f)
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, list)
 }
 
-// ListFilter reads the thread list's query parameters.
-func ListFilter(c echo.Context) (engine.ListFilter, error) {
-	f := engine.ListFilter{PageID: c.QueryParam("page_id"), After: c.QueryParam("cursor")}
-	if st := c.QueryParam("state"); st != "" {
+// listFilter reads the thread list's query parameters.
+func listFilter(q url.Values) (engine.ListFilter, error) {
+	f := engine.ListFilter{PageID: q.Get("page_id"), After: q.Get("cursor")}
+	if st := q.Get("state"); st != "" {
 		parsed, err := states.ParseState(st)
 		if err != nil {
 			return f, badRequest("state: %v", err)
 		}
 		f.State = parsed
 	}
-	limit, err := intParam(c, "limit", 50, 500)
+	limit, err := intParam(q, "limit", 50, 500)
 	f.Limit = limit
 	return f, err
 }
 
-// ListThreads reads one page of the thread list: the threads of the pages
-// the request's token acts on.
-func ListThreads(c echo.Context, eng *engine.Engine, f engine.ListFilter) (ThreadList, error) {
-	threads, next, err := listInScope(c.Request().Context(), eng, scopeOf(c), f)
+// threadList reads one page of the thread list: the threads of the pages
+// the scope acts on.
+func threadList(ctx context.Context, eng *engine.Engine, sc scope, f engine.ListFilter) (ThreadList, error) {
+	threads, next, err := listInScope(ctx, eng, sc, f)
 	if err != nil {
 		return ThreadList{}, err
 	}

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"embed"
 	"errors"
 	"fmt"
@@ -187,11 +188,11 @@ func (s *Server) debugList(c echo.Context) error {
 		}
 		return c.Redirect(http.StatusSeeOther, l.url("/debug/threads/"+url.PathEscape(id)+"/view", q))
 	}
-	f, err := ListFilter(c)
+	f, err := listFilter(c.QueryParams())
 	if err != nil {
 		return s.debugError(c, l, err)
 	}
-	list, err := ListThreads(c, s.cfg.Engine, f)
+	list, err := threadList(c.Request().Context(), s.cfg.Engine, scopeOf(c), f)
 	if err != nil {
 		return s.debugError(c, l, err)
 	}
@@ -212,7 +213,7 @@ func (s *Server) debugList(c echo.Context) error {
 	}
 	v.Pages = append(v.Pages, option{Value: "", Label: "all pages", Selected: f.PageID == ""})
 	known := false
-	for _, p := range visiblePages(c, eng) {
+	for _, p := range visiblePages(eng, scopeOf(c)) {
 		known = known || p.ID == f.PageID
 		v.Pages = append(v.Pages, option{Value: p.ID, Label: p.ID + " (primary " + string(p.Primary) + ")", Selected: f.PageID == p.ID})
 	}
@@ -325,7 +326,7 @@ func (s *Server) debugThread(c echo.Context) error {
 	if err != nil {
 		return s.debugError(c, l, err)
 	}
-	limit, err := intParam(c, "limit", 50, 500)
+	limit, err := intParam(c.QueryParams(), "limit", 50, 500)
 	if err != nil {
 		return s.debugError(c, l, err)
 	}
@@ -335,7 +336,7 @@ func (s *Server) debugThread(c echo.Context) error {
 			return s.debugError(c, l, badRequest("before=%q must be a revision number", b))
 		}
 	}
-	v, err := ThreadDetail(c, eng, key, limit, before)
+	v, err := threadDetail(c.Request().Context(), eng, key, limit, before)
 	if err != nil {
 		return s.debugError(c, l, err)
 	}
@@ -389,7 +390,7 @@ func (s *Server) debugThread(c echo.Context) error {
 	// older history or only a few entries.
 	newest := v.Transitions
 	if before != 0 || (limit < 20 && v.NextBefore != 0) {
-		if newest, err = transitionsOf(c, eng, key); err != nil {
+		if newest, err = transitionsOf(c.Request().Context(), eng, key); err != nil {
 			return s.debugError(c, l, err)
 		}
 	}
@@ -397,7 +398,7 @@ func (s *Server) debugThread(c echo.Context) error {
 	for _, tr := range newest {
 		hist = append(hist, engine.HistoryEntry{Revision: tr.Revision, Event: tr.Event, Observed: tr.Observed, From: tr.From, To: tr.To})
 	}
-	h := ThreadHighlight(engine.Thread{State: v.State}, hist, 3)
+	h := threadHighlight(engine.Thread{State: v.State}, hist, 3)
 	highlighted := map[uint64]int{}
 	if before == 0 {
 		n := 0
@@ -485,8 +486,8 @@ func primaryNote(v ThreadView) string {
 }
 
 // transitionsOf reads a thread's newest transitions.
-func transitionsOf(c echo.Context, eng *engine.Engine, key engine.ThreadKey) ([]TransitionView, error) {
-	hist, err := eng.History(c.Request().Context(), key, 0, 20)
+func transitionsOf(ctx context.Context, eng *engine.Engine, key engine.ThreadKey) ([]TransitionView, error) {
+	hist, err := eng.History(ctx, key, 0, 20)
 	if err != nil {
 		return nil, err
 	}

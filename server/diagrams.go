@@ -72,12 +72,12 @@ func (s *Server) threadDiagram(c echo.Context) error {
 		return err
 	}
 	page, _ := s.cfg.Engine.Page(key.PageID)
-	return s.renderState(c, page.Table(s.cfg.Engine.Now()), ThreadHighlight(t, hist, 3), format)
+	return s.renderState(c, page.Table(s.cfg.Engine.Now()), threadHighlight(t, hist, 3), format)
 }
 
-// ThreadHighlight marks a thread's state and its last n transitions that
+// threadHighlight marks a thread's state and its last n transitions that
 // changed the state.
-func ThreadHighlight(t engine.Thread, newestFirst []engine.HistoryEntry, n int) *diagrams.Highlight {
+func threadHighlight(t engine.Thread, newestFirst []engine.HistoryEntry, n int) *diagrams.Highlight {
 	h := &diagrams.Highlight{State: t.State}
 	for _, e := range newestFirst {
 		if len(h.Recent) == n {
