@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"slices"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"github.com/threadctl/threadctl/engine"
+	"github.com/threadctl/threadctl/engine/enginetest"
 	"github.com/threadctl/threadctl/messenger"
 	"github.com/threadctl/threadctl/messenger/sim"
 	"github.com/threadctl/threadctl/server"
@@ -26,117 +26,50 @@ import (
 
 // The demo page of SPEC.md §7, and a second bot app.
 const (
-	pageID   = "100000000000001"
-	ringcxID = "200000000000001"
-	botID    = "300000000000001"
-	bot2ID   = "300000000000002"
+	pageID   = enginetest.PageID
+	ringcxID = enginetest.RingCXID
+	botID    = enginetest.BotID
+	bot2ID   = enginetest.Bot2ID
 
 	otherPage = "100000000000999" // not configured
 
-	apiToken     = "dev-token"
-	verifyToken  = "dev-verify"
-	ringcxSecret = "ringcx-secret"
+	apiToken     = enginetest.APIToken
+	verifyToken  = enginetest.VerifyToken
+	ringcxSecret = enginetest.RingCXSecret
 )
 
 // fixture is the server under test on a real bbolt store and a real engine,
 // talking to the Messenger simulator over loopback HTTP; the simulator
-// delivers the RingCX app's webhooks to the server's /webhooks/messenger.
+// delivers the RingCX app's webhooks to the server's /webhooks/messenger
+// (enginetest builds all that).
 type fixture struct {
+	env     *enginetest.Env
 	sim     *sim.Sim
 	db      *store.DB
 	eng     *engine.Engine
 	srv     *server.Server
 	metrics *server.Metrics
 	url     string
-	client  *http.Client
-
-	storeClosed bool
+	client  *http.Client // gives up after 10 s: a hung request fails its test
 }
 
 // newFixture starts the fixture; opts change the server's configuration.
 func newFixture(t *testing.T, opts ...func(*server.Config)) *fixture {
 	t.Helper()
-	ctx := context.Background()
 	f := &fixture{}
-
-	db, err := store.Open(t.TempDir(), store.Options{})
-	if err != nil {
-		t.Fatalf("store.Open: %v", err)
-	}
-	f.db = db
-
-	f.sim = sim.New(sim.Options{RetryDelays: []time.Duration{10 * time.Millisecond, 50 * time.Millisecond}})
-	simSrv := httptest.NewServer(f.sim.Handler())
-
-	graph := &messenger.Client{
-		BaseURL: simSrv.URL, Version: "v19.0", Timeout: 5 * time.Second, Backoff: 10 * time.Millisecond,
-		Credentials: func(string) (messenger.Credentials, bool) {
-			return messenger.Credentials{AccessToken: "ringcx-page-token", AppSecret: ringcxSecret}, true
-		},
-	}
 	f.metrics = server.NewMetrics(func() (int, time.Time) { return f.eng.PendingRequests() }, time.Now)
-	eng, err := engine.New(engine.Config{Store: db, Graph: graph, RetryDelay: 200 * time.Millisecond, Observer: f.metrics})
-	if err != nil {
-		t.Fatalf("engine.New: %v", err)
-	}
-	f.eng = eng
-	// Cleanups run last-registered first: the simulator stops delivering,
-	// then the server stops, then the engine and the store close.
-	t.Cleanup(func() {
-		eng.Close()
-		if f.storeClosed {
-			return
-		}
-		if problems, err := db.Check(); err != nil || len(problems) > 0 {
-			t.Errorf("store check: %v %v", problems, err)
-		}
-		db.Close()
-	})
-	if err := eng.SetPage(ctx, engine.Page{ID: pageID, Primary: states.PrimaryBot, RingCXAppID: ringcxID, BotAppIDs: []string{botID, bot2ID}}); err != nil {
-		t.Fatalf("SetPage: %v", err)
-	}
-	if err := eng.Start(ctx); err != nil {
-		t.Fatalf("engine.Start: %v", err)
-	}
-
-	cfg := server.Config{
-		Engine: eng, APITokens: []string{apiToken}, VerifyToken: verifyToken,
-		WebhookSecrets: []string{ringcxSecret}, Ready: eng.Ping, Metrics: f.metrics,
-	}
-	for _, o := range opts {
-		o(&cfg)
-	}
-	f.srv, err = server.New(cfg)
-	if err != nil {
-		t.Fatalf("server.New: %v", err)
-	}
-	hs := httptest.NewServer(f.srv.Handler())
-	f.url, f.client = hs.URL, hs.Client()
-	f.client.Timeout = 10 * time.Second // a hung request fails its test
-	t.Cleanup(hs.Close)
-	t.Cleanup(func() {
-		f.sim.Close()
-		simSrv.Close()
-	})
-
-	noClaim := false
-	err = f.sim.PutPage(sim.PageConfig{
-		PageID: pageID, Mode: "hop_v2", PrimaryAppID: botID,
-		Apps: []sim.AppConfig{
-			{AppID: ringcxID, Name: "RingCX", AccessToken: "ringcx-page-token", AppSecret: ringcxSecret,
-				CallbackURL: hs.URL + "/webhooks/messenger", VerifyToken: verifyToken,
-				Fields: []string{"messages", "messaging_handovers", "standby"}},
-			{AppID: botID, Name: "Bot", AccessToken: "bot-page-token", AppSecret: "bot-secret",
-				Fields: []string{"messages", "messaging_handovers", "standby"},
-				Bot:    &sim.BotConfig{HonorRequests: true, Reply: "echo"}},
-			{AppID: bot2ID, Name: "Bot 2", AccessToken: "bot2-page-token", AppSecret: "bot2-secret",
-				Fields: []string{"messages", "messaging_handovers", "standby"},
-				Bot:    &sim.BotConfig{HonorRequests: true, ClaimIdle: &noClaim}},
+	f.env = enginetest.New(t, enginetest.Options{
+		Sim:      sim.Options{RetryDelays: []time.Duration{10 * time.Millisecond, 50 * time.Millisecond}},
+		Observer: f.metrics,
+		Server: func(c *server.Config) {
+			c.Metrics = f.metrics
+			for _, o := range opts {
+				o(c)
+			}
 		},
 	})
-	if err != nil {
-		t.Fatalf("sim.PutPage: %v", err)
-	}
+	f.sim, f.db, f.eng, f.srv = f.env.Sim, f.env.Store(), f.env.Engine(), f.env.Server()
+	f.url, f.client = f.env.URL, f.env.HTTP
 	return f
 }
 
@@ -144,10 +77,9 @@ func newFixture(t *testing.T, opts ...func(*server.Config)) *fixture {
 func (f *fixture) closeStore(t *testing.T) {
 	t.Helper()
 	f.settle(t)
-	if err := f.db.Close(); err != nil {
+	if err := f.env.CloseStore(); err != nil {
 		t.Fatalf("closing the store: %v", err)
 	}
-	f.storeClosed = true
 }
 
 var psidSeq atomic.Int64
@@ -216,12 +148,14 @@ func handoverQuery(psid, from, to, appID string) url.Values {
 	return q
 }
 
+// settle waits until the simulator has delivered everything; a delivery
+// the server refused fails the test.
 func (f *fixture) settle(t *testing.T) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	if err := f.sim.Settle(ctx); err != nil {
-		t.Fatalf("sim.Settle: %v", err)
+	if err := f.env.Settle(ctx); err != nil {
+		t.Fatal(err)
 	}
 }
 
