@@ -371,13 +371,6 @@ type threadPageOpts struct {
 	links     linker
 }
 
-// The diagram marks the last diagramMarks state changes among the thread's
-// newest diagramHistory entries, whichever entries the page shows.
-const (
-	diagramHistory = 20
-	diagramMarks   = 3
-)
-
 // threadPageModel reads a thread from the engine — its record, page,
 // queued contents, history and open intervention — and shapes its view for
 // the template, diagram drawn.

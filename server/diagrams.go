@@ -67,13 +67,21 @@ func (s *Server) threadDiagram(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	hist, err := s.cfg.Engine.History(c.Request().Context(), key, 0, 20)
+	hist, err := s.cfg.Engine.History(c.Request().Context(), key, 0, diagramHistory)
 	if err != nil {
 		return err
 	}
 	page, _ := s.cfg.Engine.Page(key.PageID)
-	return s.renderState(c, page.Table(s.cfg.Engine.Now()), threadHighlight(t, hist, 3), format)
+	return s.renderState(c, page.Table(s.cfg.Engine.Now()), threadHighlight(t, hist, diagramMarks), format)
 }
+
+// A thread's diagram marks its last diagramMarks state changes among its
+// diagramHistory newest entries (the thread view looks through more when it
+// shows more of the newest).
+const (
+	diagramHistory = 20
+	diagramMarks   = 3
+)
 
 // threadHighlight marks a thread's state and its last n transitions that
 // changed the state.
