@@ -86,6 +86,7 @@ type Options struct {
 // Env is a running environment. The engine, store and server change when
 // the engine is restarted (CloseEngine, OpenEngine); the rest stays.
 type Env struct {
+	// Sim is the simulator (Meta), serving the Graph API at SimURL.
 	Sim    *sim.Sim
 	SimURL string
 	// Page is the demo page as given to the simulator.
@@ -291,7 +292,7 @@ func (e *Env) CloseEngine() {
 }
 
 // CloseStore closes the store under the running engine and server, as a
-// failing disk would.
+// failing disk would; the cleanup then neither checks nor closes it.
 func (e *Env) CloseStore() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
