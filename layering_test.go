@@ -22,7 +22,11 @@ var layering = []layerRule{
 	{kind: onlyImportedBy, target: "github.com/looplab/fsm", pkgs: []string{"states"}},
 	{kind: onlyImportedBy, target: "github.com/prometheus/client_golang", pkgs: []string{"server"}},
 	{kind: onlyImportedBy, target: "go.etcd.io/etcd", pkgs: []string{"store"}},
-	{kind: neverDependsOn, target: "engine", pkgs: []string{module + "/store", module + "/server", module + "/messenger", module + "/diagrams"}},
+	// engine/enginetest builds the engine's test environment (store,
+	// server, simulator): it is the one subpackage of engine the rule does
+	// not cover, and only tests may import it.
+	{kind: neverDependsOn, target: "engine", except: []string{"engine/enginetest"}, pkgs: []string{module + "/store", module + "/server", module + "/messenger", module + "/diagrams"}},
+	{kind: onlyImportedBy, target: module + "/engine/enginetest", pkgs: nil},
 	{kind: neverDependsOn, target: "states", pkgs: []string{module + "/"}},
 	{kind: neverDependsOn, target: "messenger", pkgs: []string{module + "/"}},
 	{kind: neverDependsOn, target: "store", pkgs: []string{module + "/server", module + "/messenger", module + "/diagrams"}},
@@ -33,7 +37,7 @@ type ruleKind int
 
 const (
 	// onlyImportedBy: only pkgs (and their subpackages) import target (a
-	// path prefix) directly. Tests may import anything.
+	// path prefix) directly; no pkgs: only tests. Tests may import anything.
 	onlyImportedBy ruleKind = iota
 	// neverDependsOn: package target (and its subpackages) depends, directly
 	// or not, on no package whose path starts with one of pkgs.
@@ -44,6 +48,7 @@ type layerRule struct {
 	kind   ruleKind
 	target string
 	pkgs   []string
+	except []string // neverDependsOn: packages below target it does not cover
 }
 
 // goPackage is what go list says of a package.
@@ -81,13 +86,17 @@ func violations(pkgs []goPackage, rules []layerRule) []string {
 				if slices.ContainsFunc(r.pkgs, func(rel string) bool { return within(p.ImportPath, rel) }) {
 					continue
 				}
+				who := strings.Join(r.pkgs, ", ")
+				if who == "" {
+					who = "tests"
+				}
 				for _, imp := range p.Imports {
 					if strings.HasPrefix(imp, r.target) {
-						out = append(out, p.ImportPath+" imports "+imp+"; only "+strings.Join(r.pkgs, ", ")+" may")
+						out = append(out, p.ImportPath+" imports "+imp+"; only "+who+" may")
 					}
 				}
 			case neverDependsOn:
-				if !within(p.ImportPath, r.target) {
+				if !within(p.ImportPath, r.target) || slices.ContainsFunc(r.except, func(rel string) bool { return within(p.ImportPath, rel) }) {
 					continue
 				}
 				for _, d := range p.Deps {
@@ -139,6 +148,8 @@ func TestLayering(t *testing.T) {
 		{"engine on store", goPackage{ImportPath: module + "/engine", Deps: []string{module + "/store"}}},
 		{"engine on messenger", goPackage{ImportPath: module + "/engine", Deps: []string{module + "/messenger"}}},
 		{"engine on server", goPackage{ImportPath: module + "/engine", Deps: []string{module + "/server"}}},
+		{"another engine subpackage on store", goPackage{ImportPath: module + "/engine/enginetestx", Deps: []string{module + "/store"}}},
+		{"enginetest outside tests", goPackage{ImportPath: module, Imports: []string{module + "/engine/enginetest"}}},
 		{"states on engine", goPackage{ImportPath: module + "/states", Deps: []string{module + "/engine"}}},
 		{"messenger on engine", goPackage{ImportPath: module + "/messenger", Deps: []string{module + "/engine"}}},
 	}

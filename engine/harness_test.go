@@ -1,66 +1,52 @@
 package engine_test
 
 import (
-	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
-	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/threadctl/threadctl/engine"
+	"github.com/threadctl/threadctl/engine/enginetest"
 	"github.com/threadctl/threadctl/messenger"
 	"github.com/threadctl/threadctl/messenger/sim"
-	"github.com/threadctl/threadctl/server"
 	"github.com/threadctl/threadctl/states"
 	"github.com/threadctl/threadctl/store"
 )
 
 // Demo identities (SPEC.md §7).
 const (
-	pageID   = "100000000000001"
-	ringcxID = "200000000000001"
-	botID    = "300000000000001"
-	bot2ID   = "300000000000002"
+	pageID   = enginetest.PageID
+	ringcxID = enginetest.RingCXID
+	botID    = enginetest.BotID
+	bot2ID   = enginetest.Bot2ID
 )
 
 var ctx = context.Background()
 
 // harness is threadctl's engine on a real bbolt file, talking to the
 // simulator over real HTTP, with the simulator's webhooks for the RingCX app
-// delivered to a receiver that applies them to the engine.
+// delivered to threadctl's own webhook handler (enginetest builds all that).
 type harness struct {
-	t      *testing.T
-	sim    *sim.Sim
-	simURL string
-	dir    string
-	store  *store.DB
-	eng    *engine.Engine
-	srv    *server.Server // the engine's webhook endpoint
-	clock  engine.Clock
-	now    func() time.Time
-	bot    *messenger.Client // acts as the bot app
-	bot2   *messenger.Client
+	t     *testing.T
+	env   *enginetest.Env
+	sim   *sim.Sim
+	store *store.DB
+	eng   *engine.Engine
+	now   func() time.Time
+	bot   *messenger.Client // acts as the bot app
+	bot2  *messenger.Client
 
 	page sim.PageConfig // as given to the simulator
 
 	mu       sync.Mutex
 	hookErrs []error
 	learned  map[string]int // Observer.PageLearned calls, by fact
-	dropHO   bool           // acknowledge handover webhooks without applying them
 }
 
-func (h *harness) dropHandovers(drop bool) {
-	h.mu.Lock()
-	h.dropHO = drop
-	h.mu.Unlock()
-}
+func (h *harness) dropHandovers(drop bool) { h.env.DropHandovers(drop) }
 
 type harnessOpts struct {
 	primary states.Primary
@@ -82,61 +68,21 @@ type harnessOpts struct {
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
 	t.Helper()
-	h := &harness{t: t, dir: t.TempDir(), learned: map[string]int{}}
-	if o.clock != nil {
-		h.clock = o.clock
-		h.now = o.clock.Now
-	} else {
-		h.now = time.Now
-	}
-	h.sim = sim.New(sim.Options{Now: h.now, RetryDelays: []time.Duration{20 * time.Millisecond, 100 * time.Millisecond, 500 * time.Millisecond}})
-	simSrv := httptest.NewServer(h.sim.Handler())
-	h.simURL = simSrv.URL
-	hook := httptest.NewServer(http.HandlerFunc(h.receive))
-	t.Cleanup(func() {
-		h.sim.Close()
-		hook.Close()
-		simSrv.Close()
-	})
-
-	h.openEngine()
-	h.setPrimary(o)
-	h.bot = h.client("bot-page-token", "bot-secret")
-	h.bot2 = h.client("bot2-page-token", "bot2-secret")
-
-	primary := map[states.Primary]string{states.PrimaryBot: botID, states.PrimaryRingCX: ringcxID}[o.primary]
+	h := &harness{t: t, learned: map[string]int{}}
 	claim := !o.noClaimIdle
-	mode := o.mode
-	switch {
-	case mode != "":
-	case o.routing == states.ConversationRouting && o.primary == states.PrimaryNone:
-		mode = "cr_zero"
-	case o.routing == states.ConversationRouting:
-		mode = "cr"
-	default:
-		mode = "hop_v2"
+	eo := enginetest.Options{
+		Primary: o.primary, Routing: o.routing, Mode: o.mode,
+		Takeover: o.takeover, ConfigTakeover: o.configTakeover, PendingTimeout: o.pendingTimeout,
+		Bot:      &sim.BotConfig{HonorRequests: o.honorRequests, PassDelayMS: int(o.passDelay / time.Millisecond), Reply: "echo", ClaimIdle: &claim},
+		Sim:      sim.Options{RetryDelays: []time.Duration{20 * time.Millisecond, 100 * time.Millisecond, 500 * time.Millisecond}},
+		Observer: h,
 	}
-	h.page = sim.PageConfig{
-		PageID: pageID, Mode: mode, PrimaryAppID: primary,
-		Apps: []sim.AppConfig{
-			{AppID: ringcxID, Name: "RingCX", AccessToken: "ringcx-page-token", AppSecret: "ringcx-secret", CallbackURL: hook.URL + "/webhooks/messenger", VerifyToken: "dev-verify", Fields: []string{"messages", "messaging_handovers", "standby"},
-				TakeoverAllowed: o.takeover},
-			{AppID: botID, Name: "Bot", AccessToken: "bot-page-token", AppSecret: "bot-secret", Fields: []string{"messages", "messaging_handovers", "standby"},
-				Bot: &sim.BotConfig{HonorRequests: o.honorRequests, PassDelayMS: int(o.passDelay / time.Millisecond), Reply: "echo", ClaimIdle: &claim}},
-			{AppID: bot2ID, Name: "Bot 2", AccessToken: "bot2-page-token", AppSecret: "bot2-secret", Fields: []string{"messages", "messaging_handovers", "standby"},
-				Bot: &sim.BotConfig{HonorRequests: true, Reply: "", ClaimIdle: new(bool)}},
-		},
+	if o.clock != nil {
+		eo.Clock = o.clock
 	}
-	if err := h.sim.PutPage(h.page); err != nil {
-		t.Fatalf("sim.PutPage: %v", err)
-	}
-	if o.pendingTimeout > 0 {
-		p, _ := h.eng.Page(pageID)
-		p.PendingTimeout = o.pendingTimeout
-		if err := h.eng.SetPage(ctx, p); err != nil {
-			t.Fatal(err)
-		}
-	}
+	h.env = enginetest.New(t, eo)
+	h.sim, h.now, h.bot, h.bot2, h.page = h.env.Sim, h.env.Now, h.env.Bot, h.env.Bot2, h.env.Page
+	h.store, h.eng = h.env.Store(), h.env.Engine()
 	return h
 }
 
@@ -148,112 +94,20 @@ func (h *harness) simPage() sim.PageConfig {
 }
 
 func (h *harness) client(token, secret string) *messenger.Client {
-	return &messenger.Client{
-		BaseURL: h.simURL, Version: "v19.0", Timeout: 5 * time.Second, Backoff: 10 * time.Millisecond,
-		Credentials: func(string) (messenger.Credentials, bool) {
-			return messenger.Credentials{AccessToken: token, AppSecret: secret}, true
-		},
-	}
+	return h.env.GraphClient(token, secret)
 }
 
-// openEngine opens the store and starts an engine on it (again after
-// closeEngine, as a restart).
+// openEngine opens the store and starts an engine on it again after
+// closeEngine, as a restart.
 func (h *harness) openEngine() {
 	h.t.Helper()
-	db, err := store.Open(h.dir, store.Options{})
-	if err != nil {
-		h.t.Fatalf("store.Open: %v", err)
-	}
-	eng, err := engine.New(engine.Config{
-		Store: db, Graph: h.client("ringcx-page-token", "ringcx-secret"), Clock: h.clock,
-		RetryDelay: 200 * time.Millisecond, Observer: h,
-	})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	if err := eng.Start(ctx); err != nil {
-		h.t.Fatalf("engine.Start: %v", err)
-	}
-	srv, err := server.New(server.Config{Engine: eng, APITokens: []string{"dev-token"}, WebhookSecrets: []string{"ringcx-secret"}})
-	if err != nil {
-		h.t.Fatal(err)
-	}
-	h.mu.Lock()
-	h.store, h.eng, h.srv = db, eng, srv
-	h.mu.Unlock()
-	h.t.Cleanup(h.closeEngine)
+	h.env.OpenEngine()
+	h.store, h.eng = h.env.Store(), h.env.Engine()
 }
 
 func (h *harness) closeEngine() {
-	h.mu.Lock()
-	eng, db := h.eng, h.store
-	h.eng, h.store, h.srv = nil, nil, nil
-	h.mu.Unlock()
-	if eng == nil {
-		return
-	}
-	eng.Close()
-	if problems, err := db.Check(); err != nil || len(problems) > 0 {
-		h.t.Errorf("store check: %v %v", problems, err)
-	}
-	db.Close()
-}
-
-func (h *harness) setPrimary(o harnessOpts) {
-	h.t.Helper()
-	p := engine.Page{ID: pageID, Primary: o.primary, RingCXAppID: ringcxID, BotAppIDs: []string{botID, bot2ID}, Routing: o.routing, Takeover: o.configTakeover}
-	if err := h.eng.SetPage(ctx, p); err != nil {
-		h.t.Fatal(err)
-	}
-}
-
-// receive is the RingCX app's webhook endpoint: threadctl's own webhook
-// handler (server), serving the harness's current engine. While handovers are
-// dropped, their events are cut from each delivery (re-signed) before it
-// reaches the server; customer messages still arrive.
-func (h *harness) receive(w http.ResponseWriter, r *http.Request) {
-	h.mu.Lock()
-	srv, drop := h.srv, h.dropHO
-	h.mu.Unlock()
-	if srv == nil {
-		http.Error(w, "engine restarting", http.StatusServiceUnavailable)
-		return
-	}
-	if drop {
-		body, _ := io.ReadAll(r.Body)
-		body = withoutHandovers(h.t, body)
-		sig, _ := messenger.Sign(body, "ringcx-secret")
-		r.Header.Set("X-Hub-Signature-256", sig)
-		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
-	}
-	rec := httptest.NewRecorder()
-	srv.Handler().ServeHTTP(rec, r)
-	if rec.Code != http.StatusOK {
-		h.fail(fmt.Errorf("webhook answered %d: %s", rec.Code, rec.Body))
-	}
-	for k, v := range rec.Header() {
-		w.Header()[k] = v
-	}
-	w.WriteHeader(rec.Code)
-	w.Write(rec.Body.Bytes())
-}
-
-// withoutHandovers is a webhook body without its handover events.
-func withoutHandovers(t *testing.T, body []byte) []byte {
-	var wh messenger.Webhook
-	if err := json.Unmarshal(body, &wh); err != nil {
-		t.Errorf("webhook body: %v", err)
-		return body
-	}
-	for i := range wh.Entry {
-		wh.Entry[i].Messaging = slices.DeleteFunc(wh.Entry[i].Messaging, func(ev messenger.MessagingEvent) bool { return ev.Kind() != messenger.KindMessage })
-	}
-	out, err := json.Marshal(wh)
-	if err != nil {
-		t.Errorf("webhook body: %v", err)
-		return body
-	}
-	return out
+	h.env.CloseEngine()
+	h.store, h.eng = nil, nil
 }
 
 // WebhookEvent fails the test for webhook events the engine could not
@@ -281,28 +135,15 @@ func (h *harness) fail(err error) {
 	h.mu.Unlock()
 }
 
+// settle waits until the simulator has delivered everything, and fails the
+// test for deliveries threadctl's server refused and webhook events the
+// engine could not apply.
 func (h *harness) settle() {
 	h.t.Helper()
 	c, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	// Until both are quiet: the simulator's deliveries, and the webhook
-	// events threadctl accepted and applies in the background (which may
-	// make Meta deliver more).
-	for {
-		if err := h.sim.Settle(c); err != nil {
-			h.t.Fatalf("sim.Settle: %v", err)
-		}
-		h.mu.Lock()
-		eng := h.eng
-		h.mu.Unlock()
-		if eng == nil || eng.Backlog() == 0 {
-			break
-		}
-		select {
-		case <-c.Done():
-			h.t.Fatalf("accepted webhook events still waiting: %d", eng.Backlog())
-		case <-time.After(2 * time.Millisecond):
-		}
+	if err := h.env.Settle(c); err != nil {
+		h.t.Fatal(err)
 	}
 	h.mu.Lock()
 	errs := h.hookErrs
@@ -376,52 +217,8 @@ func (h *harness) history(psid string) []engine.HistoryEntry {
 
 // fakeClock is a clock tests move by hand, shared by the engine and the
 // simulator.
-type fakeClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []fakeWaiter
-}
+type fakeClock = enginetest.FakeClock
 
-type fakeWaiter struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func newFakeClock() *fakeClock {
-	return &fakeClock{now: time.Date(2026, 11, 25, 9, 0, 0, 0, time.UTC)}
-}
-
-func (c *fakeClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *fakeClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.waiters = append(c.waiters, fakeWaiter{at: c.now.Add(d), ch: ch})
-	return ch
-}
-
-func (c *fakeClock) Advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	keep := c.waiters[:0]
-	for _, w := range c.waiters {
-		if !w.at.After(c.now) {
-			w.ch <- c.now
-		} else {
-			keep = append(keep, w)
-		}
-	}
-	c.waiters = keep
-	c.mu.Unlock()
-}
+func newFakeClock() *fakeClock { return enginetest.NewFakeClock() }
 
 func simFault(call string) sim.Fault { return sim.Fault{Call: call, Status: 500, Count: 1} }

@@ -231,9 +231,8 @@ func (s *Server) content(c echo.Context, id string) (engine.Content, error) {
 	return ct, err
 }
 
-// visiblePages are the configured pages the request's token acts on.
-func visiblePages(c echo.Context, eng *engine.Engine) []engine.Page {
-	sc := scopeOf(c)
+// visiblePages are the configured pages a scope acts on.
+func visiblePages(eng *engine.Engine, sc scope) []engine.Page {
 	pages := eng.Pages()
 	if sc.global {
 		return pages

@@ -1,7 +1,9 @@
 package server
 
 import (
+	"context"
 	"net/http"
+	"net/url"
 	"strconv"
 	"time"
 
@@ -131,38 +133,57 @@ func transitionView(h engine.HistoryEntry) TransitionView {
 	return v
 }
 
-// ThreadDetail reads everything the debug views show about one thread.
-func ThreadDetail(c echo.Context, eng *engine.Engine, key engine.ThreadKey, limit int, before uint64) (ThreadView, error) {
-	ctx := c.Request().Context()
-	t, err := eng.Thread(ctx, key)
-	if err != nil {
-		return ThreadView{}, err
-	}
-	page, _ := eng.Page(key.PageID)
-	v := threadView(t, page, eng.Now())
-	v.Page = pageView(page, eng.Now())
-	queued, err := eng.Queue(ctx, key)
-	if err != nil {
-		return v, err
-	}
-	for _, ct := range queued {
-		v.QueuedContents = append(v.QueuedContents, contentView(ct))
-	}
-	hist, err := eng.History(ctx, key, before, limit)
-	if err != nil {
-		return v, err
-	}
-	for _, h := range hist {
-		v.Transitions = append(v.Transitions, transitionView(h))
-	}
-	if n := len(hist); n == limit && hist[n-1].Revision > 1 {
-		v.NextBefore = hist[n-1].Revision
-	}
-	return v, nil
+// threadRecord is what the engine knows of one thread, read once for one
+// request: the record, its page, its queued contents and a range of its
+// history, newest first.
+type threadRecord struct {
+	thread  engine.Thread
+	page    engine.Page
+	now     time.Time
+	queued  []engine.Content
+	history []engine.HistoryEntry
 }
 
-func intParam(c echo.Context, name string, def, max int) (int, error) {
-	s := c.QueryParam(name)
+// readThread reads a thread, its page, its queued contents and up to n
+// history entries before revision before (0: the newest).
+func readThread(ctx context.Context, eng *engine.Engine, key engine.ThreadKey, n int, before uint64) (threadRecord, error) {
+	t, err := eng.Thread(ctx, key)
+	if err != nil {
+		return threadRecord{}, err
+	}
+	r := threadRecord{thread: t, now: eng.Now()}
+	r.page, _ = eng.Page(key.PageID)
+	if r.queued, err = eng.Queue(ctx, key); err != nil {
+		return threadRecord{}, err
+	}
+	if r.history, err = eng.History(ctx, key, before, n); err != nil {
+		return threadRecord{}, err
+	}
+	return r, nil
+}
+
+// view is the record as the debug endpoint shows it: with its first limit
+// history entries and, when older ones exist, the revision they come
+// before.
+func (r threadRecord) view(limit int) ThreadView {
+	v := threadView(r.thread, r.page, r.now)
+	v.Page = pageView(r.page, r.now)
+	for _, ct := range r.queued {
+		v.QueuedContents = append(v.QueuedContents, contentView(ct))
+	}
+	shown := r.history[:min(limit, len(r.history))]
+	for _, h := range shown {
+		v.Transitions = append(v.Transitions, transitionView(h))
+	}
+	if n := len(shown); n > 0 && n == limit && shown[n-1].Revision > 1 {
+		v.NextBefore = shown[n-1].Revision
+	}
+	return v
+}
+
+// intParam reads a number from 1 to max from the query; def when absent.
+func intParam(q url.Values, name string, def, max int) (int, error) {
+	s := q.Get(name)
 	if s == "" {
 		return def, nil
 	}
@@ -173,27 +194,35 @@ func intParam(c echo.Context, name string, def, max int) (int, error) {
 	return n, nil
 }
 
+// historyRange reads which history entries a thread view shows: ?limit=
+// (def when absent) entries ?before= a revision (0: the newest).
+func historyRange(q url.Values, def int) (limit int, before uint64, err error) {
+	if limit, err = intParam(q, "limit", def, 500); err != nil {
+		return 0, 0, err
+	}
+	if b := q.Get("before"); b != "" {
+		if before, err = strconv.ParseUint(b, 10, 64); err != nil {
+			return 0, 0, badRequest("before=%q must be a revision number", b)
+		}
+	}
+	return limit, before, nil
+}
+
 // getThread is GET /debug/threads/{identity_foreign_id}[?page_id=&limit=&before=].
 func (s *Server) getThread(c echo.Context) error {
 	key, err := s.identity(c, c.Param("identity_foreign_id"))
 	if err != nil {
 		return err
 	}
-	limit, err := intParam(c, "limit", 20, 500)
+	limit, before, err := historyRange(c.QueryParams(), 20)
 	if err != nil {
 		return err
 	}
-	var before uint64
-	if b := c.QueryParam("before"); b != "" {
-		if before, err = strconv.ParseUint(b, 10, 64); err != nil {
-			return badRequest("before=%q must be a revision number", b)
-		}
-	}
-	v, err := ThreadDetail(c, s.cfg.Engine, key, limit, before)
+	r, err := readThread(c.Request().Context(), s.cfg.Engine, key, limit, before)
 	if err != nil {
 		return err
 	}
-	return c.JSON(http.StatusOK, v)
+	return c.JSON(http.StatusOK, r.view(limit))
 }
 
 // ThreadList is a page of the thread list.
@@ -204,36 +233,36 @@ type ThreadList struct {
 
 // listThreads is GET /debug/threads?state=&page_id=&cursor=&limit=.
 func (s *Server) listThreads(c echo.Context) error {
-	f, err := ListFilter(c)
+	f, err := listFilter(c.QueryParams())
 	if err != nil {
 		return err
 	}
-	list, err := ListThreads(c, s.cfg.Engine, f)
+	list, err := threadList(c.Request().Context(), s.cfg.Engine, scopeOf(c), f)
 	if err != nil {
 		return err
 	}
 	return c.JSON(http.StatusOK, list)
 }
 
-// ListFilter reads the thread list's query parameters.
-func ListFilter(c echo.Context) (engine.ListFilter, error) {
-	f := engine.ListFilter{PageID: c.QueryParam("page_id"), After: c.QueryParam("cursor")}
-	if st := c.QueryParam("state"); st != "" {
+// listFilter reads the thread list's query parameters.
+func listFilter(q url.Values) (engine.ListFilter, error) {
+	f := engine.ListFilter{PageID: q.Get("page_id"), After: q.Get("cursor")}
+	if st := q.Get("state"); st != "" {
 		parsed, err := states.ParseState(st)
 		if err != nil {
 			return f, badRequest("state: %v", err)
 		}
 		f.State = parsed
 	}
-	limit, err := intParam(c, "limit", 50, 500)
+	limit, err := intParam(q, "limit", 50, 500)
 	f.Limit = limit
 	return f, err
 }
 
-// ListThreads reads one page of the thread list: the threads of the pages
-// the request's token acts on.
-func ListThreads(c echo.Context, eng *engine.Engine, f engine.ListFilter) (ThreadList, error) {
-	threads, next, err := listInScope(c.Request().Context(), eng, scopeOf(c), f)
+// threadList reads one page of the thread list: the threads of the pages
+// the scope acts on.
+func threadList(ctx context.Context, eng *engine.Engine, sc scope, f engine.ListFilter) (ThreadList, error) {
+	threads, next, err := listInScope(ctx, eng, sc, f)
 	if err != nil {
 		return ThreadList{}, err
 	}

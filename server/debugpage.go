@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"context"
 	"embed"
 	"errors"
 	"fmt"
@@ -187,22 +188,43 @@ func (s *Server) debugList(c echo.Context) error {
 		}
 		return c.Redirect(http.StatusSeeOther, l.url("/debug/threads/"+url.PathEscape(id)+"/view", q))
 	}
-	f, err := ListFilter(c)
+	f, err := listFilter(c.QueryParams())
 	if err != nil {
 		return s.debugError(c, l, err)
 	}
-	list, err := ListThreads(c, s.cfg.Engine, f)
+	v, err := listPageModel(c.Request().Context(), s.cfg.Engine, listPageOpts{
+		filter: f, keepLimit: c.QueryParam("limit") != "", scope: scopeOf(c), links: l,
+	})
 	if err != nil {
 		return s.debugError(c, l, err)
 	}
-	eng := s.cfg.Engine
+	return s.renderDebug(c, http.StatusOK, "list", v)
+}
+
+// listPageOpts is what a request asks of the thread list.
+type listPageOpts struct {
+	filter engine.ListFilter
+	// keepLimit keeps the limit in the list's links (the request gave one).
+	keepLimit bool
+	scope     scope // the pages the request's token acts on
+	links     linker
+}
+
+// listPageModel reads one page of the thread list from the engine and
+// shapes it for the template.
+func listPageModel(ctx context.Context, eng *engine.Engine, o listPageOpts) (listPage, error) {
+	f, l := o.filter, o.links
+	threads, next, err := listInScope(ctx, eng, o.scope, f)
+	if err != nil {
+		return listPage{}, err
+	}
 	now := eng.Now()
 	filter := url.Values{"state": {string(f.State)}, "page_id": {f.PageID}}
-	if c.QueryParam("limit") != "" {
+	if o.keepLimit {
 		filter.Set("limit", strconv.Itoa(f.Limit))
 	}
 	v := listPage{
-		layout:   s.layout(c, l, "Threads"),
+		layout:   newLayout(l, "Threads", now),
 		Filtered: f.State != "" || f.PageID != "",
 		ResetURL: l.list(nil),
 	}
@@ -212,7 +234,7 @@ func (s *Server) debugList(c echo.Context) error {
 	}
 	v.Pages = append(v.Pages, option{Value: "", Label: "all pages", Selected: f.PageID == ""})
 	known := false
-	for _, p := range visiblePages(c, eng) {
+	for _, p := range visiblePages(eng, o.scope) {
 		known = known || p.ID == f.PageID
 		v.Pages = append(v.Pages, option{Value: p.ID, Label: p.ID + " (primary " + string(p.Primary) + ")", Selected: f.PageID == p.ID})
 	}
@@ -225,32 +247,29 @@ func (s *Server) debugList(c echo.Context) error {
 	if !slices.ContainsFunc(v.Limits, func(o option) bool { return o.Selected }) {
 		v.Limits = append(v.Limits, option{Value: strconv.Itoa(f.Limit), Label: strconv.Itoa(f.Limit) + " per page", Selected: true})
 	}
-	for _, t := range list.Threads {
+	for _, t := range threads {
 		page, _ := eng.Page(t.PageID)
 		r := listRow{
-			URL: l.thread(t.PageID, t.IdentityForeignID, nil),
-			ID:  t.IdentityForeignID, PageID: t.PageID, State: t.State,
-			Owner: t.OwnerAppID, OwnerRole: appRole(page, t.OwnerAppID), Revision: t.Revision,
-			Updated: showTime(t.UpdatedAt, now),
+			URL: l.thread(t.PageID, t.PSID, nil),
+			ID:  t.PSID, PageID: t.PageID, State: t.State,
+			Owner: t.Owner, OwnerRole: appRole(page, t.Owner), Revision: t.Revision,
+			Intervention: t.Intervention, Updated: showTime(t.UpdatedAt, now),
 		}
-		if t.Intervention != nil {
-			r.Intervention = t.Intervention.ID
-		}
-		if t.PendingRequest != nil {
-			r.Deadline = showTime(t.PendingRequest.Deadline, now)
-			r.Overdue = !t.PendingRequest.Deadline.After(now)
+		if t.Pending != nil {
+			r.Deadline = showTime(t.Pending.Deadline, now)
+			r.Overdue = !t.Pending.Deadline.After(now)
 		}
 		v.Rows = append(v.Rows, r)
 	}
-	if list.NextCursor != "" {
+	if next != "" {
 		q := cloneValues(filter)
-		q.Set("cursor", list.NextCursor)
+		q.Set("cursor", next)
 		v.NextURL = l.list(q)
 	}
 	if f.After != "" {
 		v.FirstURL = l.list(filter)
 	}
-	return s.renderDebug(c, http.StatusOK, "list", v)
+	return v, nil
 }
 
 // ---- the thread view
@@ -272,6 +291,8 @@ type threadPage struct {
 	MermaidURL         string
 	OlderURL           string
 	NewestURL          string // when showing older history
+
+	drawErr error // Graphviz failed (the page shows the Mermaid text instead)
 }
 
 type fact struct {
@@ -316,7 +337,6 @@ type callText struct {
 // debugThread is GET /debug/threads/{identity_foreign_id}/view[?page_id=&limit=&before=].
 func (s *Server) debugThread(c echo.Context) error {
 	l := newLinker(c)
-	eng := s.cfg.Engine
 	psid := c.Param("identity_foreign_id")
 	if id, err := url.PathUnescape(psid); err == nil {
 		psid = id // the page's own links escape it
@@ -325,31 +345,70 @@ func (s *Server) debugThread(c echo.Context) error {
 	if err != nil {
 		return s.debugError(c, l, err)
 	}
-	limit, err := intParam(c, "limit", 50, 500)
+	limit, before, err := historyRange(c.QueryParams(), 50)
 	if err != nil {
 		return s.debugError(c, l, err)
 	}
-	var before uint64
-	if b := c.QueryParam("before"); b != "" {
-		if before, err = strconv.ParseUint(b, 10, 64); err != nil {
-			return s.debugError(c, l, badRequest("before=%q must be a revision number", b))
+	p, err := threadPageModel(c.Request().Context(), s.cfg.Engine, key, threadPageOpts{
+		limit: limit, before: before, keepLimit: c.QueryParam("limit") != "", links: l,
+	})
+	if err != nil {
+		return s.debugError(c, l, err)
+	}
+	if p.drawErr != nil {
+		s.log.Warn("debug page: drawing the state diagram", "request_id", requestID(c), "err", p.drawErr)
+	}
+	return s.renderDebug(c, http.StatusOK, "thread", p)
+}
+
+// threadPageOpts is what a request asks of the thread view.
+type threadPageOpts struct {
+	limit  int    // history entries shown
+	before uint64 // shown entries come before this revision (0: the newest)
+	// keepLimit keeps the limit in the link to older entries (the request
+	// gave one).
+	keepLimit bool
+	links     linker
+}
+
+// threadPageModel reads a thread from the engine — its record, page,
+// queued contents, history and open intervention — and shapes its view for
+// the template, diagram drawn.
+func threadPageModel(ctx context.Context, eng *engine.Engine, key engine.ThreadKey, o threadPageOpts) (threadPage, error) {
+	// When the page shows the newest entries, one read serves the diagram
+	// too.
+	n := o.limit
+	if o.before == 0 {
+		n = max(n, diagramHistory)
+	}
+	r, err := readThread(ctx, eng, key, n, o.before)
+	if err != nil {
+		return threadPage{}, err
+	}
+	newest := r.history
+	if o.before != 0 {
+		if newest, err = eng.History(ctx, key, 0, diagramHistory); err != nil {
+			return threadPage{}, err
 		}
 	}
-	v, err := ThreadDetail(c, eng, key, limit, before)
-	if err != nil {
-		return s.debugError(c, l, err)
+	var opened time.Time
+	if id := r.thread.Intervention; id != "" {
+		if iv, err := eng.Intervention(ctx, id); err == nil {
+			opened = iv.OpenedAt
+		}
 	}
-	page, _ := eng.Page(key.PageID)
-	now := eng.Now()
+
+	v, page, now, l := r.view(o.limit), r.page, r.now, o.links
+	table := page.Table(now)
 	pathID := url.PathEscape(key.PSID)
 	pq := url.Values{"page_id": {key.PageID}}
 	p := threadPage{
-		layout: s.layout(c, l, key.PSID+" · thread"), V: v, OwnerRole: appRole(page, v.OwnerAppID),
-		JSONURL:    l.url("/debug/threads/"+pathID, pq),
-		SVGURL:     l.url("/diagrams/threads/"+pathID+".svg", pq),
-		MermaidURL: l.url("/diagrams/threads/"+pathID+".mmd", pq),
+		layout: newLayout(l, key.PSID+" · thread", now), V: v, OwnerRole: appRole(page, v.OwnerAppID),
+		InterventionOpened: showTime(opened, now),
+		JSONURL:            l.url("/debug/threads/"+pathID, pq),
+		SVGURL:             l.url("/diagrams/threads/"+pathID+".svg", pq),
+		MermaidURL:         l.url("/diagrams/threads/"+pathID+".mmd", pq),
 	}
-	table, _ := states.ParseTable(v.Table)
 	owner := v.OwnerAppID
 	if owner == "" {
 		owner = "none"
@@ -376,54 +435,29 @@ func (s *Server) debugThread(c echo.Context) error {
 		}
 		p.Pending = pt
 	}
-	if v.Intervention != nil {
-		if iv, err := eng.Intervention(c.Request().Context(), v.Intervention.ID); err == nil {
-			p.InterventionOpened = showTime(iv.OpenedAt, now)
-		}
-	}
 	for _, ct := range v.QueuedContents {
 		p.Queued = append(p.Queued, queuedText{ID: ct.ID, Body: ct.Body, Status: ct.SynchronizationStatus, Error: ct.SynchronizationError, Created: showTime(ct.CreatedAt, now)})
 	}
 
-	// The diagram marks the newest transitions, also when the page shows
-	// older history or only a few entries.
-	newest := v.Transitions
-	if before != 0 || (limit < 20 && v.NextBefore != 0) {
-		if newest, err = transitionsOf(c, eng, key); err != nil {
-			return s.debugError(c, l, err)
-		}
-	}
-	var hist []engine.HistoryEntry
-	for _, tr := range newest {
-		hist = append(hist, engine.HistoryEntry{Revision: tr.Revision, Event: tr.Event, Observed: tr.Observed, From: tr.From, To: tr.To})
-	}
-	h := ThreadHighlight(engine.Thread{State: v.State}, hist, 3)
-	highlighted := map[uint64]int{}
-	if before == 0 {
+	h := threadHighlight(r.thread, newest, diagramMarks)
+	p.drawDiagram(ctx, table, h)
+	// The timeline numbers the marked entries as the diagram does, when it
+	// shows the newest ones.
+	marks := map[uint64]int{}
+	if o.before == 0 {
 		n := 0
-		for _, e := range hist {
+		for _, e := range newest {
 			if n < len(h.Recent) && e.From != e.To {
 				n++
-				highlighted[e.Revision] = n
+				marks[e.Revision] = n
 			}
 		}
 	}
-	svg, err := diagrams.SVG(c.Request().Context(), diagrams.DOT(table, h))
-	switch {
-	case err == nil:
-		p.Diagram = inlineSVG(svg)
-	case errors.Is(err, diagrams.ErrNoGraphviz):
-		p.DiagramErr, p.Mermaid = err.Error(), diagrams.Mermaid(table, h)
-	default:
-		s.log.Warn("debug page: drawing the state diagram", "request_id", requestID(c), "err", err)
-		p.DiagramErr, p.Mermaid = "Graphviz failed to draw the diagram: "+err.Error(), diagrams.Mermaid(table, h)
-	}
-
 	for _, tr := range v.Transitions {
 		e := entryText{
 			Revision: tr.Revision, At: showTime(tr.At, now), Event: tr.Event, Observed: tr.Observed, Cause: tr.Cause,
 			From: tr.From, To: tr.To, Changed: tr.From != tr.To, Owner: tr.Owner, OwnerRole: appRole(page, tr.Owner),
-			Primary: tr.Primary, Outcome: tr.Outcome, Reason: tr.Reason, HighlightIndex: highlighted[tr.Revision],
+			Primary: tr.Primary, Outcome: tr.Outcome, Reason: tr.Reason, HighlightIndex: marks[tr.Revision],
 		}
 		if tr.MetaTime != nil {
 			e.MetaTime = showTime(*tr.MetaTime, now)
@@ -442,15 +476,30 @@ func (s *Server) debugThread(c echo.Context) error {
 	if v.NextBefore != 0 {
 		q := cloneValues(pq)
 		q.Set("before", strconv.FormatUint(v.NextBefore, 10))
-		if c.QueryParam("limit") != "" {
-			q.Set("limit", strconv.Itoa(limit))
+		if o.keepLimit {
+			q.Set("limit", strconv.Itoa(o.limit))
 		}
 		p.OlderURL = l.thread(key.PageID, key.PSID, q)
 	}
-	if before != 0 {
+	if o.before != 0 {
 		p.NewestURL = l.thread(key.PageID, key.PSID, nil)
 	}
-	return s.renderDebug(c, http.StatusOK, "thread", p)
+	return p, nil
+}
+
+// drawDiagram draws the page's state diagram with Graphviz, or, when it
+// cannot, keeps the Mermaid text and says why.
+func (p *threadPage) drawDiagram(ctx context.Context, table states.Table, h *diagrams.Highlight) {
+	svg, err := diagrams.SVG(ctx, diagrams.DOT(table, h))
+	switch {
+	case err == nil:
+		p.Diagram = inlineSVG(svg)
+	case errors.Is(err, diagrams.ErrNoGraphviz):
+		p.DiagramErr, p.Mermaid = err.Error(), diagrams.Mermaid(table, h)
+	default:
+		p.drawErr = err
+		p.DiagramErr, p.Mermaid = "Graphviz failed to draw the diagram: "+err.Error(), diagrams.Mermaid(table, h)
+	}
 }
 
 // routingNote says where the page's routing and takeover setting come from.
@@ -484,19 +533,6 @@ func primaryNote(v ThreadView) string {
 	return ""
 }
 
-// transitionsOf reads a thread's newest transitions.
-func transitionsOf(c echo.Context, eng *engine.Engine, key engine.ThreadKey) ([]TransitionView, error) {
-	hist, err := eng.History(c.Request().Context(), key, 0, 20)
-	if err != nil {
-		return nil, err
-	}
-	out := make([]TransitionView, 0, len(hist))
-	for _, h := range hist {
-		out = append(out, transitionView(h))
-	}
-	return out, nil
-}
-
 // inlineSVG drops Graphviz's XML prologue and comments so the drawing can sit
 // inside the HTML. The SVG is drawn from the tables (no outside input).
 func inlineSVG(svg []byte) template.HTML {
@@ -515,8 +551,7 @@ type errorPage struct {
 	Message string
 }
 
-func (s *Server) layout(c echo.Context, l linker, title string) layout {
-	now := s.cfg.Engine.Now()
+func newLayout(l linker, title string, now time.Time) layout {
 	return layout{Title: title, Token: l.token, ListURL: l.list(nil), Now: showTime(now, now)}
 }
 
@@ -528,7 +563,7 @@ func (s *Server) debugError(c echo.Context, l linker, err error) error {
 		s.log.Error("request failed", "request_id", requestID(c), "status", status, "err", err)
 	}
 	return s.renderDebug(c, status, "error", errorPage{
-		layout: s.layout(c, l, http.StatusText(status)), Status: status, Text: http.StatusText(status), Message: msg,
+		layout: newLayout(l, http.StatusText(status), s.cfg.Engine.Now()), Status: status, Text: http.StatusText(status), Message: msg,
 	})
 }
 

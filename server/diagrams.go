@@ -67,17 +67,25 @@ func (s *Server) threadDiagram(c echo.Context) error {
 	if err != nil {
 		return err
 	}
-	hist, err := s.cfg.Engine.History(c.Request().Context(), key, 0, 20)
+	hist, err := s.cfg.Engine.History(c.Request().Context(), key, 0, diagramHistory)
 	if err != nil {
 		return err
 	}
 	page, _ := s.cfg.Engine.Page(key.PageID)
-	return s.renderState(c, page.Table(s.cfg.Engine.Now()), ThreadHighlight(t, hist, 3), format)
+	return s.renderState(c, page.Table(s.cfg.Engine.Now()), threadHighlight(t, hist, diagramMarks), format)
 }
 
-// ThreadHighlight marks a thread's state and its last n transitions that
+// A thread's diagram marks its last diagramMarks state changes among its
+// diagramHistory newest entries (the thread view looks through more when it
+// shows more of the newest).
+const (
+	diagramHistory = 20
+	diagramMarks   = 3
+)
+
+// threadHighlight marks a thread's state and its last n transitions that
 // changed the state.
-func ThreadHighlight(t engine.Thread, newestFirst []engine.HistoryEntry, n int) *diagrams.Highlight {
+func threadHighlight(t engine.Thread, newestFirst []engine.HistoryEntry, n int) *diagrams.Highlight {
 	h := &diagrams.Highlight{State: t.State}
 	for _, e := range newestFirst {
 		if len(h.Recent) == n {
