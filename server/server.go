@@ -137,8 +137,10 @@ func New(cfg Config) (*Server, error) {
 	api.GET("/diagrams/:file", s.stateDiagram)
 	api.GET("/diagrams/threads/:file", s.threadDiagram)
 	api.GET("/diagrams/workflows/:file", s.workflowDiagram)
+	ops := authRouter{e: e, auth: s.authGlobal}
+	s.registerPprof(ops)
 	if cfg.Extra != nil {
-		cfg.Extra(authRouter{e: e, auth: s.authGlobal})
+		cfg.Extra(ops)
 	}
 	s.echo = e
 	return s, nil
