@@ -293,9 +293,10 @@ func refusal(err error, t *Thread, page Page) error {
 	return errorf(CodeConflict, err, "%v", err)
 }
 
-// timerCurrent reports whether a fired timer is the thread's deadline now. A
-// control timer that fired before the (since extended) deadline is armed
-// again at it.
+// timerCurrent reports whether a fired timer is the thread's deadline now.
+// A stale one (the deadline moved since) is dropped: the index holds the
+// current deadline, which fires in its turn. A control timer of a record
+// written by an earlier version (ControlTimer) is armed at the deadline.
 func (e *Engine) timerCurrent(t *Thread, tm Timer) bool {
 	for _, cur := range t.deadlines() {
 		if cur.Kind != tm.Kind {
@@ -304,7 +305,7 @@ func (e *Engine) timerCurrent(t *Thread, tm Timer) bool {
 		if cur.Due.Equal(tm.Due) {
 			return true
 		}
-		if tm.Kind == TimerControl && tm.Due.Before(cur.Due) {
+		if tm.Kind == TimerControl && !t.ControlTimer.IsZero() {
 			e.sched.set(cur)
 		}
 	}

@@ -136,7 +136,7 @@ func (e *Engine) transition(next, t *Thread, in *Input, page Page, d states.Deci
 	idle := states.Holder(next.State) == states.ObservedNone
 	switch {
 	case idle:
-		next.ControlExpires, next.ControlTimer = time.Time{}, time.Time{}
+		next.ControlExpires = time.Time{}
 	case r.Call == states.CallExtend:
 		next.ControlExpires = now.Add(e.cfg.ExtendBy)
 	case next.Owner != t.Owner || t.ControlExpires.IsZero():
@@ -145,13 +145,7 @@ func (e *Engine) transition(next, t *Thread, in *Input, page Page, d states.Deci
 		// Activity restarts Meta's window; it never shortens an extension.
 		next.ControlExpires = maxTime(t.ControlExpires, next.LastActivity.Add(e.cfg.ControlWindow))
 	}
-	if !next.ControlExpires.IsZero() {
-		// The durable timer stays where it is unless it is missing, late,
-		// or has already fired.
-		if next.ControlTimer.IsZero() || next.ControlTimer.After(next.ControlExpires) || next.ControlTimer.Before(now) {
-			next.ControlTimer = next.ControlExpires
-		}
-	}
+	next.ControlTimer = time.Time{} // (records of earlier versions had one)
 	if d.Changed() && !in.MetaTime.IsZero() && in.MetaTime.After(next.LastMetaTime) {
 		next.LastMetaTime = in.MetaTime
 	}

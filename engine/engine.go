@@ -94,6 +94,11 @@ type Config struct {
 	// MaxGraphInFlight bounds the Graph API calls in flight per page
 	// (default 32): more wait for a slot until their context ends.
 	MaxGraphInFlight int
+	// TimerWindow is how far ahead the timers are kept in memory (default
+	// 10 min), at most MaxTimers of them (default 100 000); the others wait
+	// in the store's index.
+	TimerWindow time.Duration
+	MaxTimers   int
 	// ExtendLead is how long before control expires an agent's open
 	// intervention extends it (default 1 h); ExtendBy is for how long
 	// (default 7 days, Meta's maximum).
@@ -171,6 +176,12 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.ExtendLead <= 0 {
 		cfg.ExtendLead = time.Hour
 	}
+	if cfg.TimerWindow <= 0 {
+		cfg.TimerWindow = 10 * time.Minute
+	}
+	if cfg.MaxTimers <= 0 {
+		cfg.MaxTimers = 100_000
+	}
 	if cfg.ExtendBy <= 0 || cfg.ExtendBy > MaxExtension {
 		cfg.ExtendBy = MaxExtension
 	}
@@ -185,7 +196,9 @@ func New(cfg Config) (*Engine, error) {
 		bg:        make(chan struct{}, cfg.Workers),
 		closing:   make(chan struct{}),
 	}
-	e.sched = newScheduler(cfg.Clock, e.timerDue)
+	e.sched = newScheduler(cfg.Clock, e.timerDue, func(after, before time.Time, limit int) ([]Timer, error) {
+		return e.store.TimersBetween(context.Background(), after, before, limit)
+	}, cfg.TimerWindow, cfg.MaxTimers, func(err error) { e.log.Error("reading the next timers from the store failed; trying again", "err", err) })
 	return e, nil
 }
 
@@ -212,25 +225,24 @@ func (e *Engine) Start(ctx context.Context) error {
 	if err := e.loadAccepted(ctx); err != nil {
 		return err
 	}
-	timers, err := e.store.Timers(ctx)
-	if err != nil {
-		return storeError(err, "loading timers")
-	}
-	for _, t := range timers {
-		e.sched.set(t)
-		if t.Kind != TimerRequest {
-			continue
-		}
-		// Outstanding requests count in the pending gauge from the start.
-		th, err := e.store.Thread(ctx, t.Key)
+	// Outstanding requests count in the pending gauge from the start: the
+	// threads in pending-request, read from the state index.
+	for f := (ListFilter{State: states.Pending, Limit: 500}); ; {
+		threads, next, err := e.store.ListThreads(ctx, f)
 		if err != nil {
-			return storeError(err, "loading a pending request")
+			return storeError(err, "loading pending requests")
 		}
-		if th.Pending != nil {
-			e.pendMu.Lock()
-			e.pending[t.Key] = th.Pending.RequestedAt
-			e.pendMu.Unlock()
+		e.pendMu.Lock()
+		for _, th := range threads {
+			if th.Pending != nil {
+				e.pending[th.Key()] = th.Pending.RequestedAt
+			}
 		}
+		e.pendMu.Unlock()
+		if next == "" {
+			break
+		}
+		f.After = next
 	}
 	e.wg.Add(1)
 	go func() {

@@ -37,7 +37,9 @@ type Store interface {
 	// ErrConflict unless the thread is still at intent.Revision.
 	PutIntent(ctx context.Context, in Intent) error
 	Intents(ctx context.Context) ([]Intent, error)
-	Timers(ctx context.Context) ([]Timer, error)
+	// TimersBetween returns up to limit durable timers due after after and
+	// at or before before, earliest first.
+	TimersBetween(ctx context.Context, after, before time.Time, limit int) ([]Timer, error)
 
 	// History returns up to limit entries with revisions below before (0: the
 	// newest), newest first.

@@ -130,10 +130,8 @@ type Thread struct {
 
 	LastActivity   time.Time `json:"last_activity"`
 	ControlExpires time.Time `json:"control_expires,omitzero"` // Meta's 24 h window; zero when idle
-	// ControlTimer is the due time of the thread's durable control-expiry
-	// timer: at or before ControlExpires. Activity moves ControlExpires but
-	// not the timer, which on firing early is re-armed at ControlExpires;
-	// so a customer message does not rewrite the timer index.
+	// ControlTimer was an earlier version's lagging control timer: the
+	// index now holds ControlExpires itself. Read, never written.
 	ControlTimer time.Time `json:"control_timer,omitzero"`
 	// ExtendAt is when control is extended (control_expiring) because an
 	// agent's intervention is open while RingCX holds the thread: some time
@@ -310,8 +308,11 @@ func (t *Thread) Timers() []Timer {
 	if t.Pending != nil {
 		out = append(out, Timer{Kind: TimerRequest, Key: t.Key(), Due: t.Pending.Deadline})
 	}
-	if !t.ControlTimer.IsZero() {
+	switch {
+	case !t.ControlTimer.IsZero():
 		out = append(out, Timer{Kind: TimerControl, Key: t.Key(), Due: t.ControlTimer})
+	case !t.ControlExpires.IsZero():
+		out = append(out, Timer{Kind: TimerControl, Key: t.Key(), Due: t.ControlExpires})
 	}
 	if !t.ExtendAt.IsZero() {
 		out = append(out, Timer{Kind: TimerExtend, Key: t.Key(), Due: t.ExtendAt})

@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"slices"
+	"time"
 
 	"github.com/threadctl/threadctl/engine"
 	"github.com/threadctl/threadctl/states"
@@ -402,18 +403,28 @@ func (s *DB) Intents(ctx context.Context) ([]engine.Intent, error) {
 	return out, err
 }
 
-// Timers returns every durable timer, earliest first.
-func (s *DB) Timers(ctx context.Context) ([]engine.Timer, error) {
+// TimersBetween returns up to limit durable timers due in (after, before],
+// earliest first, from the index ordered by due time.
+func (s *DB) TimersBetween(ctx context.Context, after, before time.Time, limit int) ([]engine.Timer, error) {
 	var out []engine.Timer
+	var from []byte
+	if !after.IsZero() {
+		from = binary.BigEndian.AppendUint64(nil, uint64(after.UnixNano())+1)
+	}
 	err := s.read(func(v *view) error {
-		return forEach(v, bTimers, nil, func(k, _ []byte) error {
-			t, err := parseTimerKey(k)
-			if err != nil {
-				return err
+		var err error
+		v.ascend(bTimers, nil, from, func(k, _ []byte) bool {
+			var t engine.Timer
+			if t, err = parseTimerKey(k); err != nil {
+				return false
+			}
+			if t.Due.After(before) || len(out) == limit {
+				return false
 			}
 			out = append(out, t)
-			return nil
+			return true
 		})
+		return err
 	})
 	return out, err
 }

@@ -90,7 +90,7 @@ func TestCommitAndRead(t *testing.T) {
 	if h, _ := s.History(ctx, k, 2, 10); len(h) != 1 || h[0].Revision != 1 {
 		t.Errorf("History(before 2) = %+v, want revision 1", h)
 	}
-	timers, err := s.Timers(ctx)
+	timers, err := s.TimersBetween(ctx, time.Time{}, time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), 1<<30)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -103,7 +103,7 @@ func TestCommitAndRead(t *testing.T) {
 		t.ControlExpires = t0.Add(24 * time.Hour)
 		t.ControlTimer = t.ControlExpires
 	})
-	timers, _ = s.Timers(ctx)
+	timers, _ = s.TimersBetween(ctx, time.Time{}, time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), 1<<30)
 	if len(timers) != 1 || timers[0].Kind != engine.TimerControl {
 		t.Errorf("Timers after pending = %+v, want only the control expiry", timers)
 	}
@@ -315,7 +315,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 	if pages, _ := s.Pages(ctx); len(pages) != 1 || pages[0].BotAppIDs[0] != "300" {
 		t.Errorf("Pages after reopen = %+v", pages)
 	}
-	if tm, _ := s.Timers(ctx); len(tm) != 1 {
+	if tm, _ := s.TimersBetween(ctx, time.Time{}, time.Date(9999, 1, 1, 0, 0, 0, 0, time.UTC), 1<<30); len(tm) != 1 {
 		t.Errorf("Timers after reopen = %+v", tm)
 	}
 }
