@@ -198,7 +198,9 @@ func New(cfg Config) (*Engine, error) {
 	}
 	e.sched = newScheduler(cfg.Clock, e.timerDue, func(after, before time.Time, limit int) ([]Timer, error) {
 		return e.store.TimersBetween(context.Background(), after, before, limit)
-	}, cfg.TimerWindow, cfg.MaxTimers, func(err error) { e.log.Error("reading the next timers from the store failed; trying again", "err", err) })
+	}, cfg.TimerWindow, cfg.MaxTimers, func(err error) {
+		e.log.Error("reading the next timers from the store failed; trying again", "err", err)
+	})
 	return e, nil
 }
 
