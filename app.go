@@ -101,6 +101,8 @@ func (a *App) start(ctx context.Context) error {
 	a.engine, err = engine.New(engine.Config{
 		Store: a.store, Graph: graph, Logger: a.log.With("component", "engine"),
 		Observer: a.metrics, PendingTimeout: cfg.PendingTimeout,
+		HistoryKeep: cfg.Retention.HistoryKeep, HistoryMaxAge: cfg.Retention.HistoryMaxAge,
+		Retention: cfg.Retention.Records, PruneInterval: cfg.Retention.PruneInterval,
 	})
 	if err != nil {
 		return err

@@ -66,6 +66,7 @@ type Config struct {
 	APITokensFile string       `yaml:"api_tokens_file"`
 	APITokensEnv  string       `yaml:"api_tokens_env"`
 	Graph         GraphConfig  `yaml:"graph"`
+	Retention     Retention    `yaml:"retention"`
 	Webhook       WebhookCfg   `yaml:"webhook"`
 	Pages         []PageConfig `yaml:"pages"`
 
@@ -89,6 +90,20 @@ type GraphConfig struct {
 	BaseURL string        `yaml:"base_url"`
 	Version string        `yaml:"version"`
 	Timeout time.Duration `yaml:"timeout"`
+}
+
+// Retention is what threadctl keeps, and for how long.
+type Retention struct {
+	// HistoryKeep is how many of each thread's newest history entries are
+	// kept (default 100; -1: all); HistoryMaxAge, if set, also drops older
+	// entries (each thread keeps its newest).
+	HistoryKeep   int           `yaml:"history_keep"`
+	HistoryMaxAge time.Duration `yaml:"history_max_age"`
+	// Records is how long synced or failed contents and closed
+	// interventions are kept (default 720h, 30 days; -1ns: for ever).
+	Records time.Duration `yaml:"records"`
+	// PruneInterval is how often the background pruner runs (default 1m).
+	PruneInterval time.Duration `yaml:"prune_interval"`
 }
 
 // WebhookCfg is Meta's webhook subscription.
@@ -291,6 +306,9 @@ func (c *Config) validate(errs ...error) error {
 	}
 	if c.PendingTimeout <= 0 {
 		bad("pending-timeout must be positive, got %s", c.PendingTimeout)
+	}
+	if r := c.Retention; r.HistoryKeep < -1 || r.HistoryMaxAge < 0 || r.PruneInterval < 0 {
+		bad("retention: history_keep must be -1 (all), 0 (the default, 100) or more, and history_max_age and prune_interval not negative")
 	}
 	if !slices.Contains([]string{"debug", "info", "warn", "error"}, c.LogLevel) {
 		bad("log-level %q: use debug, info, warn or error", c.LogLevel)

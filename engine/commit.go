@@ -95,6 +95,7 @@ func (e *Engine) commit(ctx context.Context, t *Thread, in *Input, page Page, d 
 		From: prev.State, To: next.State, Owner: next.Owner, Primary: page.Primary, Table: table.Name(),
 		Outcome: outcome, Reason: reason, Calls: calls, MetaTime: in.MetaTime,
 	}}
+	c.KeepHistory = e.cfg.HistoryKeep
 	if err := e.store.Commit(ctx, c); err != nil {
 		e.cache.drop(next.Key())
 		return Result{From: prev.State, To: prev.State, Thread: prev}, storeError(err, "committing "+string(in.Event))

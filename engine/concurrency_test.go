@@ -59,7 +59,8 @@ func validRun(name string, hs []engine.HistoryEntry, final engine.Thread) []stri
 // few threads, with the simulator's reference bot answering requests and
 // webhooks arriving concurrently.
 func TestConcurrentEventsKeepValidRuns(t *testing.T) {
-	h := newHarness(t, harnessOpts{primary: states.PrimaryBot, honorRequests: true, pendingTimeout: 50 * time.Millisecond})
+	// Every history entry is kept, so that the whole run is checked.
+	h := newHarness(t, harnessOpts{primary: states.PrimaryBot, honorRequests: true, pendingTimeout: 50 * time.Millisecond, historyKeep: -1})
 	psids := []string{"7200000000000001", "7200000000000002", "7200000000000003"}
 	for _, p := range psids {
 		if _, err := h.sim.CustomerMessage(pageID, p, "hi"); err != nil {

@@ -50,6 +50,9 @@ type Observer interface {
 	// GraphInFlight is called when a Graph API call on a page starts
 	// (delta 1) and ends (delta -1).
 	GraphInFlight(pageID string, delta int)
+	// Pruned is called after each pass of the background pruner, with how
+	// many history entries, contents and interventions it deleted.
+	Pruned(history, contents, interventions int)
 }
 
 // TransitionInfo describes one recorded event.
@@ -68,6 +71,7 @@ func (nopObserver) ControlGranted(time.Duration) {}
 func (nopObserver) WebhookEvent(string, string)  {}
 func (nopObserver) PageLearned(string, string)   {}
 func (nopObserver) GraphInFlight(string, int)    {}
+func (nopObserver) Pruned(int, int, int)         {}
 
 // Config wires an engine. Store and Graph are required.
 type Config struct {
@@ -94,6 +98,17 @@ type Config struct {
 	// MaxGraphInFlight bounds the Graph API calls in flight per page
 	// (default 32): more wait for a slot until their context ends.
 	MaxGraphInFlight int
+	// HistoryKeep is how many of a thread's newest history entries are
+	// kept (default 100; negative: all). HistoryMaxAge, when positive, also
+	// drops entries older than that (each thread keeps its newest).
+	// Retention is how long synced or failed contents and closed
+	// interventions are kept (default 30 days; negative: for ever).
+	// PruneInterval is how often the background pruner runs (default 1
+	// min).
+	HistoryKeep   int
+	HistoryMaxAge time.Duration
+	Retention     time.Duration
+	PruneInterval time.Duration
 	// TimerWindow is how far ahead the timers are kept in memory (default
 	// 10 min), at most MaxTimers of them (default 100 000); the others wait
 	// in the store's index.
@@ -176,6 +191,18 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.ExtendLead <= 0 {
 		cfg.ExtendLead = time.Hour
 	}
+	switch {
+	case cfg.HistoryKeep == 0:
+		cfg.HistoryKeep = 100
+	case cfg.HistoryKeep < 0:
+		cfg.HistoryKeep = 0
+	}
+	if cfg.Retention == 0 {
+		cfg.Retention = 30 * 24 * time.Hour
+	}
+	if cfg.PruneInterval <= 0 {
+		cfg.PruneInterval = time.Minute
+	}
 	if cfg.TimerWindow <= 0 {
 		cfg.TimerWindow = 10 * time.Minute
 	}
@@ -251,6 +278,7 @@ func (e *Engine) Start(ctx context.Context) error {
 		defer e.wg.Done()
 		e.sched.run()
 	}()
+	e.spawn(e.pruner)
 	return nil
 }
 

@@ -64,6 +64,7 @@ type harnessOpts struct {
 	pendingTimeout           time.Duration
 	clock                    *fakeClock
 	noClaimIdle              bool
+	historyKeep              int // engine.Config.HistoryKeep (0: its default)
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -76,6 +77,7 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 		Bot:      &sim.BotConfig{HonorRequests: o.honorRequests, PassDelayMS: int(o.passDelay / time.Millisecond), Reply: "echo", ClaimIdle: &claim},
 		Sim:      sim.Options{RetryDelays: []time.Duration{20 * time.Millisecond, 100 * time.Millisecond, 500 * time.Millisecond}},
 		Observer: h,
+		Engine:   func(c *engine.Config) { c.HistoryKeep = o.historyKeep },
 	}
 	if o.clock != nil {
 		eo.Clock = o.clock
@@ -121,6 +123,7 @@ func (h *harness) WebhookEvent(kind, outcome string) {
 func (h *harness) Transition(engine.TransitionInfo) {}
 func (h *harness) ControlGranted(time.Duration)     {}
 func (h *harness) GraphInFlight(string, int)        {}
+func (h *harness) Pruned(int, int, int)             {}
 
 // PageLearned counts what Meta's refusals taught about the page.
 func (h *harness) PageLearned(_, fact string) {

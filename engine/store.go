@@ -59,7 +59,26 @@ type Store interface {
 	// Accepted returns the events accepted and not yet applied (consumed
 	// by a Commit), oldest first.
 	Accepted(ctx context.Context) ([]Accepted, error)
+
+	// PruneHistory reads at most budget history entries from cursor on
+	// ("" : the first) and deletes those beyond the newest keep of their
+	// thread (keep 0: no limit) or written before olderThan (zero: no
+	// limit), always keeping each thread's newest entry. It returns where
+	// to go on ("" : the end was reached) and how many it deleted.
+	PruneHistory(ctx context.Context, cursor string, keep int, olderThan time.Time, budget int) (next string, pruned int, err error)
+	// PruneRecords reads at most budget records of kind (RecordContents
+	// or RecordInterventions) from cursor on, oldest first, and deletes the
+	// synced or failed contents, or closed interventions, created before
+	// olderThan. It returns where to go on ("" : no older record is left)
+	// and how many it deleted.
+	PruneRecords(ctx context.Context, kind, cursor string, olderThan time.Time, budget int) (next string, pruned int, err error)
 }
+
+// Kinds of records PruneRecords deletes.
+const (
+	RecordContents      = "contents"
+	RecordInterventions = "interventions"
+)
 
 // Accepted is a webhook event accepted durably and not yet applied.
 type Accepted struct {
@@ -84,8 +103,12 @@ type Commit struct {
 	// Key is the thread whose queue changes when Thread is nil.
 	Key ThreadKey
 
-	ResolveIntent bool           // delete the thread's outstanding intent
-	Consume       []uint64       // accepted webhook events this commit applies
+	ResolveIntent bool     // delete the thread's outstanding intent
+	Consume       []uint64 // accepted webhook events this commit applies
+	// KeepHistory, when positive, keeps only the thread's newest
+	// KeepHistory history entries: the entry KeepHistory revisions before
+	// each new one is deleted with it.
+	KeepHistory   int
 	Contents      []Content      // created or updated
 	Enqueue       []string       // content ids appended to the thread's queue
 	Dequeue       []string       // content ids removed from the queue

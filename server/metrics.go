@@ -41,6 +41,8 @@ type Metrics struct {
 	webhookEvents  *prometheus.CounterVec
 	pageLearned    *prometheus.CounterVec
 	graphInFlight  *prometheus.GaugeVec
+	pruned         *prometheus.CounterVec
+	pruneLastRun   prometheus.Gauge
 	threads        *prometheus.GaugeVec
 	controlWait    prometheus.Histogram
 	commitDuration prometheus.Histogram
@@ -107,6 +109,17 @@ func NewMetrics(pending func() (n int, oldest time.Time), now func() time.Time) 
 			m.webhookEvents.WithLabelValues(kind, outcome)
 		}
 	}
+	m.pruned = f.NewCounterVec(prometheus.CounterOpts{
+		Name: "threadctl_pruned_total",
+		Help: "Records the retention pruner deleted, by kind: history (entries beyond a thread's newest kept, or too old), contents (synced or failed) and interventions (closed) past the retention period.",
+	}, []string{"kind"})
+	for _, kind := range []string{"history", "contents", "interventions"} {
+		m.pruned.WithLabelValues(kind)
+	}
+	m.pruneLastRun = f.NewGauge(prometheus.GaugeOpts{
+		Name: "threadctl_prune_last_run_timestamp_seconds",
+		Help: "When the retention pruner last finished a pass (Unix time); 0 before the first.",
+	})
 	m.threads = f.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "threadctl_threads",
 		Help: "Threads in each state, kept from the store's counts and every transition.",
@@ -184,6 +197,14 @@ func (m *Metrics) Transition(t engine.TransitionInfo) {
 // PageLearned counts a change Meta's answers made to how threadctl sees a
 // page.
 func (m *Metrics) PageLearned(pageID, fact string) { m.pageLearned.WithLabelValues(fact).Inc() }
+
+// Pruned counts what a pass of the retention pruner deleted.
+func (m *Metrics) Pruned(history, contents, interventions int) {
+	m.pruned.WithLabelValues("history").Add(float64(history))
+	m.pruned.WithLabelValues("contents").Add(float64(contents))
+	m.pruned.WithLabelValues("interventions").Add(float64(interventions))
+	m.pruneLastRun.SetToCurrentTime()
+}
 
 // GraphInFlight counts a page's Graph API calls in flight.
 func (m *Metrics) GraphInFlight(pageID string, delta int) {

@@ -179,14 +179,18 @@ func checkRecords(v *view, add func(string, ...any)) {
 	})
 }
 
-// checkHistory verifies that a thread's history has the revisions 1…t.Revision
-// with no gap and that its last entry ends in the thread's state.
+// checkHistory verifies that a thread's history has the revisions first…
+// t.Revision with no gap (first is 1 unless older entries were pruned) and
+// that its last entry ends in the thread's state.
 func checkHistory(v *view, t engine.Thread, add func(string, ...any)) {
 	prefix := append(threadKey(t.Key()), 0)
-	want := uint64(1)
+	want := uint64(0)
 	var last engine.HistoryEntry
 	v.ascend(bHistory, prefix, nil, func(k, raw []byte) bool {
 		rev := binary.BigEndian.Uint64(k[len(prefix):])
+		if want == 0 {
+			want = rev
+		}
 		if rev != want {
 			add("thread %s: history revision %d where %d was expected", t.Key(), rev, want)
 			return false
@@ -202,7 +206,9 @@ func checkHistory(v *view, t engine.Thread, add func(string, ...any)) {
 		return true
 	})
 	switch {
-	case want-1 != t.Revision:
+	case t.Revision > 0 && want == 0:
+		add("thread %s: revision %d but no history", t.Key(), t.Revision)
+	case t.Revision > 0 && want-1 != t.Revision:
 		add("thread %s: revision %d but history ends at %d", t.Key(), t.Revision, want-1)
 	case t.Revision > 0 && last.To != t.State:
 		add("thread %s: history ends in %s, thread is %s", t.Key(), last.To, t.State)

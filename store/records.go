@@ -165,6 +165,9 @@ func (s *DB) Commit(ctx context.Context, c *engine.Commit) error {
 			putThread(w, old, c.Thread, enc.thread)
 			for i, h := range c.History {
 				w.put(bHistory, historyKey(c.Thread.Key(), h.Revision), enc.history[i])
+				if keep := uint64(c.KeepHistory); keep > 0 && h.Revision > keep {
+					w.del(bHistory, historyKey(c.Thread.Key(), h.Revision-keep))
+				}
 			}
 		}
 		applyRecords(w, c, enc)

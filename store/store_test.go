@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -341,7 +343,8 @@ func TestCheckFindsBrokenInvariants(t *testing.T) {
 	defer s.Close()
 	k := engine.ThreadKey{PageID: "100", PSID: "u1"}
 	th := step(t, s, nil, k, states.Bot, nil)
-	step(t, s, th, k, states.Agent, nil)
+	th = step(t, s, th, k, states.Agent, nil)
+	step(t, s, th, k, states.Bot, nil)
 	if p, err := s.Check(); err != nil || len(p) != 0 {
 		t.Fatalf("healthy file: %v %v", p, err)
 	}
@@ -349,8 +352,9 @@ func TestCheckFindsBrokenInvariants(t *testing.T) {
 		name string
 		fn   func(l *layer)
 	}{
-		{"history gap", func(l *layer) { l.set(bHistory, historyKey(k, 1), nil, true) }},
-		{"missing state index", func(l *layer) { l.set(bByState, stateKey(states.Agent, k), nil, true) }},
+		{"history gap", func(l *layer) { l.set(bHistory, historyKey(k, 2), nil, true) }},
+		{"history cut short", func(l *layer) { l.set(bHistory, historyKey(k, 3), nil, true) }},
+		{"missing state index", func(l *layer) { l.set(bByState, stateKey(states.Bot, k), nil, true) }},
 		{"dangling identity", func(l *layer) { l.set(bIdentities, []byte("ghost\x00100"), nil, false) }},
 	}
 	for _, b := range breakers {
@@ -432,5 +436,118 @@ func TestConcurrentCommitsAreGroupedAndDurable(t *testing.T) {
 	}
 	if p, err := s.Check(); err != nil || len(p) > 0 {
 		t.Errorf("Check: %v %v", p, err)
+	}
+}
+
+// TestPruneHistory keeps each thread's newest entries, by number and by age,
+// in bounded steps, and never a thread's newest entry.
+func TestPruneHistory(t *testing.T) {
+	s := openTest(t)
+	keys := []engine.ThreadKey{{PageID: "100", PSID: "u1"}, {PageID: "100", PSID: "u2"}}
+	for _, k := range keys {
+		var th *engine.Thread
+		for i := range 30 {
+			th = step(t, s, th, k, []states.State{states.Bot, states.Agent}[i%2], nil)
+		}
+	}
+	pruned := 0
+	for cursor, steps := "", 0; ; steps++ {
+		next, n, err := s.PruneHistory(ctx, cursor, 5, time.Time{}, 7)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pruned += n
+		if next == "" {
+			if steps < 5 {
+				t.Errorf("%d steps of at most 7 entries read 60 entries", steps+1)
+			}
+			break
+		}
+		cursor = next
+	}
+	if pruned != 50 {
+		t.Errorf("pruned %d entries, want 50", pruned)
+	}
+	for _, k := range keys {
+		hs, _ := s.History(ctx, k, 0, 100)
+		if len(hs) != 5 || hs[0].Revision != 30 || hs[4].Revision != 26 {
+			t.Errorf("%s keeps %d entries (%v), want revisions 26…30", k, len(hs), hs)
+		}
+	}
+	// By age: every entry is older than now, but each thread keeps its newest.
+	if _, n, err := s.PruneHistory(ctx, "", 0, time.Now(), 1000); err != nil || n != 8 {
+		t.Errorf("pruning by age deleted %d, %v; want 8", n, err)
+	}
+	for _, k := range keys {
+		if hs, _ := s.History(ctx, k, 0, 100); len(hs) != 1 || hs[0].Revision != 30 {
+			t.Errorf("%s after pruning by age: %v, want its newest entry only", k, hs)
+		}
+	}
+}
+
+// TestFileStopsGrowing runs a steady load — the same threads changing over
+// and over, keeping their newest 10 history entries — and checks that the
+// bbolt file and the log stop growing once the history is full.
+func TestFileStopsGrowing(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{CheckpointInterval: time.Millisecond, SegmentSize: 256 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ths := make([]*engine.Thread, 50)
+	round := func() {
+		for i := range ths {
+			k := engine.ThreadKey{PageID: "100", PSID: fmt.Sprintf("u%d", i)}
+			var next engine.Thread
+			expect := uint64(0)
+			if ths[i] == nil {
+				next = engine.Thread{PageID: k.PageID, PSID: k.PSID, Primary: states.PrimaryBot, CreatedAt: t0}
+			} else {
+				next, expect = *ths[i], ths[i].Revision
+			}
+			next.Revision = expect + 1
+			next.State = []states.State{states.Bot, states.Agent}[next.Revision%2]
+			from := states.Idle
+			if ths[i] != nil {
+				from = ths[i].State
+			}
+			h := engine.HistoryEntry{Revision: next.Revision, At: t0, Event: states.CustomerMessage, From: from, To: next.State, Outcome: engine.OutcomeApplied}
+			if err := s.Commit(ctx, &engine.Commit{Thread: &next, Expect: expect, History: []engine.HistoryEntry{h}, KeepHistory: 10}); err != nil {
+				t.Fatal(err)
+			}
+			ths[i] = &next
+		}
+	}
+	size := func() (file, log int64) {
+		if err := s.Checkpoint(); err != nil {
+			t.Fatal(err)
+		}
+		st, err := os.Stat(s.Path())
+		if err != nil {
+			t.Fatal(err)
+		}
+		des, _ := os.ReadDir(filepath.Join(dir, LogDir))
+		for _, de := range des {
+			if info, err := de.Info(); err == nil {
+				log += info.Size()
+			}
+		}
+		return st.Size(), log
+	}
+	for range 20 { // the history fills up
+		round()
+	}
+	file1, log1 := size()
+	for range 100 { // five times as many changes
+		round()
+	}
+	file2, log2 := size()
+	t.Logf("after 20 rounds: file %d, log %d bytes; after 120: file %d, log %d", file1, log1, file2, log2)
+	if file2 > file1*5/4 {
+		t.Errorf("the file grew from %d to %d bytes under a steady load", file1, file2)
+	}
+	if log2 > log1*2 && log2 > 4*(256<<10) {
+		t.Errorf("the log grew from %d to %d bytes under a steady load", log1, log2)
 	}
 }

@@ -81,6 +81,10 @@ type Options struct {
 	// Server changes the server's configuration (the environment's: API
 	// token, verify token, webhook secret, readiness).
 	Server func(*server.Config)
+	// Engine changes the engine's configuration (the environment's: the
+	// store, a Graph client for the RingCX app, Clock, Observer, a
+	// RetryDelay of 200 ms).
+	Engine func(*engine.Config)
 }
 
 // Env is a running environment. The engine, store and server change when
@@ -236,10 +240,14 @@ func (e *Env) openEngine(page *engine.Page) {
 	if err != nil {
 		e.t.Fatalf("store.Open: %v", err)
 	}
-	eng, err := engine.New(engine.Config{
+	ecfg := engine.Config{
 		Store: db, Graph: e.GraphClient(RingCXToken, RingCXSecret), Clock: e.opts.Clock,
 		RetryDelay: 200 * time.Millisecond, Observer: e.opts.Observer,
-	})
+	}
+	if e.opts.Engine != nil {
+		e.opts.Engine(&ecfg)
+	}
+	eng, err := engine.New(ecfg)
 	if err != nil {
 		db.Close()
 		e.t.Fatalf("engine.New: %v", err)
