@@ -129,7 +129,7 @@ func (a *App) start(ctx context.Context) error {
 	a.server, err = server.New(server.Config{
 		Engine: a.engine, APITokens: cfg.APITokens, Tokens: pageTokens(pages), VerifyToken: cfg.Webhook.VerifyToken,
 		WebhookSecrets: secrets, Logger: a.log.With("component", "http"),
-		Ready: a.engine.Ping, Metrics: a.metrics, Docs: recordedDocs(),
+		Ready: a.engine.Ping, Metrics: a.metrics, Docs: recordedDocs(), Backup: a.store.Backup,
 	})
 	if err != nil {
 		return err

@@ -5,7 +5,9 @@
 //	threadctl serve      run the service (with the simulator and a demo page unless pages are configured)
 //	threadctl sim        run the Messenger Platform simulator alone
 //	threadctl inspect    show one thread's state and history
-//	threadctl check      verify the bbolt file
+//	threadctl check      verify the bbolt file and the log
+//	threadctl backup     stream a snapshot of a running service into a file
+//	threadctl compact    compact a stopped service's bbolt file
 //	threadctl simulate   play a seed workflow and print its trace
 //	threadctl diagram    print a state or workflow diagram
 package main
@@ -35,7 +37,9 @@ Commands:
   serve      run the service (default: demo page on the simulator, HTTP on :8080)
   sim        run the Messenger Platform simulator alone
   inspect    show one thread's state and history: threadctl inspect <identity_foreign_id>
-  check      verify the bbolt file (run it while the service is stopped)
+  check      verify the bbolt file and the log (run it while the service is stopped)
+  backup     stream a consistent snapshot from the running service: threadctl backup --out FILE
+  compact    rewrite the stopped service's bbolt file without its free pages
   simulate   play a seed workflow and print its trace: threadctl simulate <workflow>
   diagram    print a state diagram (--primary) or a workflow diagram (--workflow)
 
@@ -56,6 +60,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		"sim":      cmdSim,
 		"inspect":  cmdInspect,
 		"check":    cmdCheck,
+		"backup":   cmdBackup,
+		"compact":  cmdCompact,
 		"simulate": cmdSimulate,
 		"diagram":  cmdDiagram,
 	}

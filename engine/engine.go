@@ -279,6 +279,13 @@ func (e *Engine) Start(ctx context.Context) error {
 		e.sched.run()
 	}()
 	e.spawn(e.pruner)
+	restored, err := e.store.Restored(ctx)
+	if err != nil {
+		return storeError(err, "reading the store's marks")
+	}
+	if restored {
+		e.spawn(e.reconcile)
+	}
 	return nil
 }
 

@@ -64,6 +64,46 @@ func (e *Engine) recheck(ctx context.Context, tm Timer) {
 	e.sched.set(Timer{Kind: TimerRecheck, Key: tm.Key, Due: e.clock.Now().Add(e.cfg.RetryDelay << tries)})
 }
 
+// reconcile asks Meta who owns every thread that is not idle, after the
+// store was restored from a backup: what Meta did since the backup was
+// taken is not in it. Idle threads are left to their next event (a
+// customer message on another app's channel corrects them). Meta's calls
+// are bounded per page, as all are.
+func (e *Engine) reconcile(ctx context.Context) {
+	e.log.Info("the store was restored from a backup: asking Meta who owns each thread that is not idle")
+	n := 0
+	for _, st := range []states.State{states.Bot, states.Agent, states.Pending} {
+		for f := (ListFilter{State: st, Limit: 500}); ; {
+			threads, next, err := e.store.ListThreads(ctx, f)
+			if err != nil {
+				e.log.Error("reconciling after a restore: listing threads failed; will try again at the next start", "err", err)
+				return
+			}
+			for _, th := range threads {
+				unlock := e.locks.lock(th.Key())
+				_, err := e.refreshOwner(ctx, th.Key(), CauseRecovery)
+				unlock()
+				if err != nil && ctx.Err() == nil {
+					e.log.Warn("reconciling after a restore: Meta did not answer for a thread", "thread", th.Key(), "err", err)
+				}
+				n++
+			}
+			if next == "" || ctx.Err() != nil {
+				break
+			}
+			f.After = next
+		}
+	}
+	if ctx.Err() != nil {
+		return // the next start reconciles again
+	}
+	if err := e.store.Reconciled(ctx); err != nil {
+		e.log.Error("reconciling after a restore: could not clear the mark", "err", err)
+		return
+	}
+	e.log.Info("reconciled the restored threads with Meta", "threads", n)
+}
+
 // recover settles what a crash left in flight: every Graph call intent is
 // resolved by asking Meta who owns the thread (owner_observed), and threads
 // with queued contents resume sending them (or ask for control again).

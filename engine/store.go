@@ -72,6 +72,11 @@ type Store interface {
 	// olderThan. It returns where to go on ("" : no older record is left)
 	// and how many it deleted.
 	PruneRecords(ctx context.Context, kind, cursor string, olderThan time.Time, budget int) (next string, pruned int, err error)
+
+	// Restored reports whether the store was restored from a backup and
+	// its threads not yet reconciled with Meta; Reconciled clears it.
+	Restored(ctx context.Context) (bool, error)
+	Reconciled(ctx context.Context) error
 }
 
 // Kinds of records PruneRecords deletes.

@@ -1,8 +1,10 @@
 package server
 
 import (
+	"fmt"
 	"net/http"
 	"net/http/pprof"
+	"time"
 
 	"github.com/labstack/echo/v4"
 )
@@ -21,4 +23,22 @@ func (s *Server) registerPprof(r authRouter) {
 		pprof.Handler(c.Param("name")).ServeHTTP(c.Response(), c.Request())
 		return nil
 	})
+}
+
+// backup is GET /ops/backup: a consistent snapshot of the store, streamed
+// (threadctl backup --out FILE is its client). Once the first byte is sent
+// an error can only cut the stream short: the client checks the file.
+func (s *Server) backup(c echo.Context) error {
+	h := c.Response().Header()
+	h.Set(echo.HeaderContentType, "application/octet-stream")
+	h.Set(echo.HeaderContentDisposition, fmt.Sprintf(`attachment; filename="threadctl-%s.db"`, time.Now().UTC().Format("20060102T150405Z")))
+	h.Set("Cache-Control", "no-store")
+	c.Response().WriteHeader(http.StatusOK)
+	n, err := s.cfg.Backup(c.Request().Context(), c.Response())
+	if err != nil {
+		s.log.Error("backup failed", "request_id", requestID(c), "bytes", n, "err", err)
+		return nil
+	}
+	s.log.Info("backup streamed", "request_id", requestID(c), "bytes", n)
+	return nil
 }

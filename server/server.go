@@ -44,6 +44,9 @@ type Config struct {
 	// Docs holds the recorded workflow diagrams (workflows/<name>.<format>),
 	// served under /diagrams/workflows/; nil serves none.
 	Docs fs.FS
+	// Backup, if set, streams a consistent snapshot of the store (GET
+	// /ops/backup, global token).
+	Backup func(ctx context.Context, w io.Writer) (int64, error)
 	// Extra registers more routes behind a global API token (operations:
 	// not about one page's threads).
 	Extra  func(g Router)
@@ -139,6 +142,9 @@ func New(cfg Config) (*Server, error) {
 	api.GET("/diagrams/workflows/:file", s.workflowDiagram)
 	ops := authRouter{e: e, auth: s.authGlobal}
 	s.registerPprof(ops)
+	if cfg.Backup != nil {
+		ops.GET("/ops/backup", s.backup)
+	}
 	if cfg.Extra != nil {
 		cfg.Extra(ops)
 	}
