@@ -195,7 +195,7 @@ func checkHistory(v *view, t engine.Thread, add func(string, ...any)) {
 			add("thread %s: history revision %d where %d was expected", t.Key(), rev, want)
 			return false
 		}
-		if err := decode(raw, &last, func() int { return last.V }, "history entry"); err != nil {
+		if err := decodeHistory(raw, &last); err != nil {
 			add("thread %s: history %d: %v", t.Key(), rev, err)
 			return false
 		}

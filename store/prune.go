@@ -53,7 +53,7 @@ func (s *DB) PruneHistory(ctx context.Context, cursor string, keep int, olderTha
 				drop = append(drop, slices.Clone(k))
 			case !olderThan.IsZero():
 				var h engine.HistoryEntry
-				if err = decode(raw, &h, func() int { return h.V }, "history entry"); err != nil {
+				if err = decodeHistory(raw, &h); err != nil {
 					return false
 				}
 				if h.At.Before(olderThan) {

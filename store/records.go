@@ -15,23 +15,27 @@ import (
 )
 
 // A thread's stored value is its revision (8 bytes, big endian) followed by
-// its JSON, so that a commit checks the revision without decoding.
+// the record (codec.go; JSON from earlier versions), so that a commit checks
+// the revision without decoding.
 
 func encodeThread(t *engine.Thread) ([]byte, error) {
 	t.V = engine.FormatVersion
-	b, err := json.Marshal(t)
-	if err != nil {
-		return nil, err
-	}
+	b := marshalThread(t)
 	return append(binary.BigEndian.AppendUint64(make([]byte, 0, 8+len(b)), t.Revision), b...), nil
 }
 
 func decodeThread(raw []byte, what string) (engine.Thread, error) {
 	var t engine.Thread
-	if len(raw) < 8 {
+	if len(raw) < 9 {
 		return t, fmt.Errorf("decoding %s: value of %d bytes is too short", what, len(raw))
 	}
-	if err := decode(raw[8:], &t, func() int { return t.V }, what); err != nil {
+	var err error
+	if raw[8] == binaryTag {
+		err = unmarshalThread(raw[8:], &t, what)
+	} else {
+		err = decode(raw[8:], &t, func() int { return t.V }, what)
+	}
+	if err != nil {
 		return t, err
 	}
 	if rev := binary.BigEndian.Uint64(raw[:8]); rev != t.Revision {
@@ -194,11 +198,7 @@ func encodeCommit(c *engine.Commit) (*encoded, error) {
 	}
 	for _, h := range c.History {
 		h.V = engine.FormatVersion
-		b, err := json.Marshal(h)
-		if err != nil {
-			return nil, err
-		}
-		enc.history = append(enc.history, b)
+		enc.history = append(enc.history, marshalHistory(&h))
 	}
 	for _, ct := range c.Contents {
 		ct.V = engine.FormatVersion
@@ -448,7 +448,7 @@ func (s *DB) History(ctx context.Context, key engine.ThreadKey, before uint64, l
 		var err error
 		v.descend(bHistory, prefix, until, func(_, raw []byte) bool {
 			var h engine.HistoryEntry
-			if err = decode(raw, &h, func() int { return h.V }, "history entry"); err != nil {
+			if err = decodeHistory(raw, &h); err != nil {
 				return false
 			}
 			out = append(out, h)
