@@ -13,9 +13,9 @@ import (
 
 // Threads and history entries — most of the file — are stored in a compact
 // binary form: a tag byte (binaryTag), then their fields in a fixed order,
-// integers as varints, strings and lists length-prefixed, times as Unix
-// nanoseconds and seconds (0 for none). A thread with its last 10 entries takes about a
-// third of its JSON. Values written by earlier versions are JSON (they
+// integers as varints, strings and lists length-prefixed, times as
+// nanoseconds and Unix seconds (0 for none). A thread with its last 10
+// entries takes about a third of its JSON. Values written by earlier versions are JSON (they
 // begin with '{') and are still read.
 
 // binaryTag begins a binary record; JSON records begin with '{'.
@@ -25,9 +25,9 @@ var errShortRecord = errors.New("record ends early")
 
 type enc struct{ b []byte }
 
-func (e *enc) uint(v uint64)  { e.b = binary.AppendUvarint(e.b, v) }
-func (e *enc) int(v int64)    { e.b = binary.AppendVarint(e.b, v) }
-func (e *enc) str(s string)   { e.uint(uint64(len(s))); e.b = append(e.b, s...) }
+func (e *enc) uint(v uint64) { e.b = binary.AppendUvarint(e.b, v) }
+func (e *enc) int(v int64)   { e.b = binary.AppendVarint(e.b, v) }
+func (e *enc) str(s string)  { e.uint(uint64(len(s))); e.b = append(e.b, s...) }
 func (e *enc) bool(v bool) {
 	if v {
 		e.b = append(e.b, 1)
@@ -35,7 +35,7 @@ func (e *enc) bool(v bool) {
 		e.b = append(e.b, 0)
 	}
 }
-func (e *enc) u64(v uint64)   { e.b = binary.BigEndian.AppendUint64(e.b, v) }
+func (e *enc) u64(v uint64)        { e.b = binary.BigEndian.AppendUint64(e.b, v) }
 func (e *enc) dur(d time.Duration) { e.int(int64(d)) }
 
 // time writes the zero time as 0, any other as nanoseconds+1 then Unix
