@@ -75,9 +75,14 @@ func (a *App) start(ctx context.Context) error {
 		}
 		return a.engine.PendingRequests()
 	}, time.Now)
-	if a.store, err = store.Open(cfg.DataDir, store.Options{OnCommit: a.metrics.StoreCommit}); err != nil {
+	if a.store, err = store.Open(cfg.DataDir, store.Options{OnCommit: a.metrics.StoreCommit, Logger: a.log.With("component", "store")}); err != nil {
 		return err
 	}
+	a.metrics.ObserveStore(func() server.StoreStats {
+		st := a.store.Stats()
+		return server.StoreStats{LogAppends: st.Log.Appends, LogRecords: st.Log.Records, LogSyncs: st.Log.Syncs, LogBytes: st.Log.Bytes,
+			Checkpoints: st.Checkpoints, PageWrites: st.PageWrites, LayerKeys: st.LayerKeys}
+	})
 	counts, err := a.store.StateCounts(ctx)
 	if err != nil {
 		return err

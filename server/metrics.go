@@ -147,12 +147,12 @@ func NewMetrics(pending func() (n int, oldest time.Time), now func() time.Time) 
 	})
 	m.commitDuration = f.NewHistogram(prometheus.HistogramOpts{
 		Name:    "threadctl_store_commit_duration_seconds",
-		Help:    "Duration of bbolt transactions (each carries one or more grouped commits), fsync included.",
+		Help:    "Duration of group commits to the write-ahead log (each carries one or more commits), fdatasync included.",
 		Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14),
 	})
 	m.commitBatch = f.NewHistogram(prometheus.HistogramOpts{
 		Name:    "threadctl_store_commits_per_transaction",
-		Help:    "How many commits shared one bbolt transaction.",
+		Help:    "How many commits shared one group commit to the write-ahead log.",
 		Buckets: prometheus.ExponentialBuckets(1, 2, 10),
 	})
 	m.httpRequests = f.NewCounterVec(prometheus.CounterOpts{
@@ -218,6 +218,31 @@ func (m *Metrics) ControlGranted(wait time.Duration) { m.controlWait.Observe(wai
 func (m *Metrics) GraphCall(call, outcome string, d time.Duration) {
 	m.graphCalls.WithLabelValues(call, outcome).Inc()
 	m.graphDuration.WithLabelValues(call).Observe(d.Seconds())
+}
+
+// StoreStats is what the store did since it opened (see store.Stats).
+type StoreStats struct {
+	LogAppends, LogRecords, LogSyncs, LogBytes uint64
+	Checkpoints                                uint64
+	PageWrites                                 int64
+	LayerKeys                                  int
+}
+
+// ObserveStore exports the store's counters, read from stats at each scrape.
+func (m *Metrics) ObserveStore(stats func() StoreStats) {
+	f := promauto.With(m.reg)
+	counter := func(name, help string, v func(StoreStats) float64) {
+		f.NewCounterFunc(prometheus.CounterOpts{Name: name, Help: help}, func() float64 { return v(stats()) })
+	}
+	counter("threadctl_log_appends_total", "Group commits appended to the write-ahead log.", func(s StoreStats) float64 { return float64(s.LogAppends) })
+	counter("threadctl_log_records_total", "Records appended to the write-ahead log.", func(s StoreStats) float64 { return float64(s.LogRecords) })
+	counter("threadctl_log_syncs_total", "fdatasyncs of the write-ahead log.", func(s StoreStats) float64 { return float64(s.LogSyncs) })
+	counter("threadctl_log_bytes_total", "Bytes written to the write-ahead log.", func(s StoreStats) float64 { return float64(s.LogBytes) })
+	counter("threadctl_checkpoints_total", "Checkpoints written to bbolt (one transaction, two fdatasyncs, each).", func(s StoreStats) float64 { return float64(s.Checkpoints) })
+	counter("threadctl_bbolt_page_writes_total", "Pages bbolt wrote.", func(s StoreStats) float64 { return float64(s.PageWrites) })
+	f.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "threadctl_log_unapplied_keys", Help: "Keys changed in the log and not yet checkpointed to bbolt.",
+	}, func() float64 { return float64(stats().LayerKeys) })
 }
 
 // StoreCommit observes one bbolt transaction (the store's hook).

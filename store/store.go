@@ -140,7 +140,8 @@ type DB struct {
 	broken     error      // a failed log write: no more commits
 	idle       *sync.Cond // signalled when committing ends
 
-	ckptMu sync.Mutex // one checkpoint at a time
+	ckptMu      sync.Mutex // one checkpoint at a time
+	checkpoints atomic.Uint64
 	poke   chan struct{}
 	stop   chan struct{}
 	done   chan struct{}
@@ -299,8 +300,23 @@ func (s *DB) Close() error {
 // Path is the bbolt file's path.
 func (s *DB) Path() string { return s.db.Path() }
 
-// LogStats reports what the log did since Open.
-func (s *DB) LogStats() wal.Stats { return s.log.Stats() }
+// Stats is what the store did since Open.
+type Stats struct {
+	Log         wal.Stats // appends, records, writes, fdatasyncs of the log
+	Checkpoints uint64    // bbolt transactions the checkpointer wrote (two fdatasyncs each)
+	PageWrites  int64     // pages bbolt wrote (checkpoints and other transactions)
+	LayerKeys   int       // keys logged and not yet in bbolt
+}
+
+// Stats reports what the store did since Open.
+func (s *DB) Stats() Stats {
+	ls := s.layers.Load()
+	n := ls.active.size
+	if ls.frozen != nil {
+		n += ls.frozen.size
+	}
+	return Stats{Log: s.log.Stats(), Checkpoints: s.checkpoints.Load(), PageWrites: s.pageWrites(), LayerKeys: n}
+}
 
 // op is one commit: check validates without writing (its error rejects this
 // commit only); apply writes. done receives the outcome, or nil in lead
@@ -534,6 +550,7 @@ func (s *DB) Checkpoint() error {
 	if err != nil {
 		return fmt.Errorf("writing the checkpoint: %w", err)
 	}
+	s.checkpoints.Add(1)
 	s.pubMu.Lock()
 	cur = s.layers.Load()
 	s.layers.Store(&layerSet{active: cur.active})
@@ -670,4 +687,9 @@ func putJSON(w *rw, b bucketID, key []byte, v any) error {
 	}
 	w.put(b, key, raw)
 	return nil
+}
+
+func (s *DB) pageWrites() int64 {
+	st := s.db.Stats()
+	return st.TxStats.GetWrite()
 }
