@@ -142,9 +142,9 @@ type DB struct {
 
 	ckptMu      sync.Mutex // one checkpoint at a time
 	checkpoints atomic.Uint64
-	poke   chan struct{}
-	stop   chan struct{}
-	done   chan struct{}
+	poke        chan struct{}
+	stop        chan struct{}
+	done        chan struct{}
 }
 
 // layerSet is the changes logged but not yet all in bbolt: the active layer
