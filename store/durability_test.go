@@ -457,3 +457,112 @@ func checkTail(t *testing.T, s *DB, kept, lost []tailAck) {
 		t.Errorf("Check: %v %v", p, err)
 	}
 }
+
+// TestLogDiskStaysBounded commits a steady load, many times the size of a
+// segment, and checks throughout that the log directory holds a bounded
+// number of segments and bytes: checkpoints release what bbolt holds.
+func TestLogDiskStaysBounded(t *testing.T) {
+	const (
+		segSize    = 64 << 10
+		maxSegs    = 3           // being written, one a checkpoint has yet to release, one spare
+		maxBytes   = 4 * segSize // and the next segment, prepared in the background
+		writers    = 8
+		perWriter  = 500
+		threadsPer = 16
+	)
+	dir := t.TempDir()
+	s, err := Open(dir, Options{SegmentSize: segSize, CheckpointInterval: 2 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+
+	var (
+		mu               sync.Mutex
+		peakSegs, nSamps int
+		peakBytes        int64
+	)
+	sample := func() {
+		ents, err := os.ReadDir(filepath.Join(dir, LogDir))
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		segs, bytes := 0, int64(0)
+		for _, e := range ents {
+			info, err := e.Info()
+			if err != nil {
+				continue // removed meanwhile
+			}
+			if strings.HasSuffix(e.Name(), ".wal") {
+				segs++
+			}
+			bytes += info.Size()
+		}
+		mu.Lock()
+		peakSegs, peakBytes = max(peakSegs, segs), max(peakBytes, bytes)
+		nSamps++
+		mu.Unlock()
+	}
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+				sample()
+			}
+		}
+	}()
+
+	start := time.Now()
+	var wg sync.WaitGroup
+	for g := range writers {
+		wg.Go(func() {
+			threads := make([]*engine.Thread, threadsPer)
+			for i := range perWriter {
+				j := i % threadsPer
+				k := engine.ThreadKey{PageID: "100", PSID: fmt.Sprintf("73%02d%012d", g, j)}
+				next := engine.Thread{PageID: k.PageID, PSID: k.PSID, Primary: states.PrimaryBot, CreatedAt: t0}
+				if prev := threads[j]; prev != nil {
+					next = *prev
+				}
+				next.Revision++
+				next.State = []states.State{states.Bot, states.Agent}[next.Revision%2]
+				next.Owner = fmt.Sprintf("app-%d", i)
+				h := engine.HistoryEntry{Revision: next.Revision, At: t0, Event: states.CustomerMessage, To: next.State, Outcome: engine.OutcomeApplied, Reason: strings.Repeat("r", 200)}
+				if err := s.Commit(ctx, &engine.Commit{Thread: &next, Expect: next.Revision - 1, History: []engine.HistoryEntry{h}}); err != nil {
+					t.Errorf("commit %d of writer %d: %v", i, g, err)
+					return
+				}
+				threads[j] = &next
+				if i%50 == 0 {
+					sample()
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(stop)
+	<-sampled
+	sample()
+
+	st := s.LogStats()
+	t.Logf("%d commits in %v: %d bytes logged in %d records, %d rotations; peak %d segments, %d bytes in the log directory (%d samples)",
+		writers*perWriter, time.Since(start).Round(time.Millisecond), st.Bytes, st.Records, st.Rotations, peakSegs, peakBytes, nSamps)
+	if peakSegs > maxSegs {
+		t.Errorf("the log held %d segments at its peak, want at most %d", peakSegs, maxSegs)
+	}
+	if peakBytes > maxBytes {
+		t.Errorf("the log directory held %d bytes at its peak, want at most %d", peakBytes, maxBytes)
+	}
+	if st.Bytes < 10*maxBytes || st.Rotations < 20 {
+		t.Errorf("the load logged %d bytes with %d rotations: too little to show the bound (want ≥ %d bytes, ≥ 20 rotations)", st.Bytes, st.Rotations, 10*maxBytes)
+	}
+	if p, err := s.Check(); err != nil || len(p) > 0 {
+		t.Errorf("Check: %v %v", p, err)
+	}
+}
