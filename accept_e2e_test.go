@@ -149,6 +149,30 @@ func getThread(t *testing.T, base, psid string) (debugThread, error) {
 	return v, json.Unmarshal(body, &v)
 }
 
+// checkAfterKill runs threadctl check on the directory a killed process
+// left. A torn tail of the log (a write the kill cut short, never
+// acknowledged) is no corruption, but check reports it as a problem (and
+// its Open drops it), so it is let through here.
+func checkAfterKill(t *testing.T, dir string) {
+	t.Helper()
+	out, err := exec.Command(binary, "check", "--data-dir", dir).CombinedOutput()
+	if err == nil && strings.Contains(string(out), ": ok") {
+		return
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) < 2 || !strings.Contains(lines[0], "problem(s)") {
+		t.Errorf("threadctl check after SIGKILL: %v\n%s", err, out)
+		return
+	}
+	for _, l := range lines[1:] {
+		if !strings.HasPrefix(strings.TrimSpace(l), "log: torn tail") {
+			t.Errorf("threadctl check after SIGKILL: %v\n%s", err, out)
+			return
+		}
+	}
+	t.Logf("threadctl check after SIGKILL found a torn tail only:\n%s", out)
+}
+
 // waitFor polls until ok holds, or fails the test with what msg says.
 func waitFor(t *testing.T, d time.Duration, ok func() bool, msg func() string) {
 	t.Helper()
@@ -255,9 +279,7 @@ pages:
 			t.Fatalf("a pass succeeded before the kill: %+v", e)
 		}
 	}
-	if out, err := exec.Command(binary, "check", "--data-dir", dir).CombinedOutput(); err != nil || !strings.Contains(string(out), ": ok") {
-		t.Errorf("threadctl check after SIGKILL: %v\n%s", err, out)
-	}
+	checkAfterKill(t, dir)
 
 	s.ClearFaults()
 	p = startServe(t, dir, cfg)
