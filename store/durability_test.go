@@ -550,7 +550,7 @@ func TestLogDiskStaysBounded(t *testing.T) {
 	<-sampled
 	sample()
 
-	st := s.LogStats()
+	st := s.log.Stats()
 	t.Logf("%d commits in %v: %d bytes logged in %d records, %d rotations; peak %d segments, %d bytes in the log directory (%d samples)",
 		writers*perWriter, time.Since(start).Round(time.Millisecond), st.Bytes, st.Records, st.Rotations, peakSegs, peakBytes, nSamps)
 	if peakSegs > maxSegs {
