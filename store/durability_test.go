@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -33,7 +34,10 @@ import (
 var tailPSIDs = []string{"7200000000000001", "7200000000000002", "7200000000000003"}
 
 const (
-	tailCommits     = 60
+	// tailSegments is how many segments the child's log reaches; it then
+	// commits tailLast more, into the last one.
+	tailSegments    = 4
+	tailLast        = 3
 	tailSegmentSize = 8 << 10
 )
 
@@ -47,7 +51,8 @@ func tailOpts(logger *slog.Logger) Options {
 func tailOwner(i int) string { return fmt.Sprintf("app-%03d", i) }
 
 // TestTailChild is the process TestTornAndCorruptTail runs: it commits
-// tailCommits transitions, one log record each, printing "ack <psid>
+// transitions, one log record each, until its log has tailSegments
+// segments and tailLast records in the last, printing "ack <psid>
 // <revision> <state> <log index> <i>" after each, and exits without
 // closing the store.
 func TestTailChild(t *testing.T) {
@@ -62,7 +67,15 @@ func TestTailChild(t *testing.T) {
 	}
 	out := bufio.NewWriter(os.Stdout)
 	prev := map[string]*engine.Thread{}
-	for i := range tailCommits {
+	last := 0 // commits since the log reached tailSegments segments
+	for i := 0; last < tailLast; i++ {
+		if i == 10000 {
+			fmt.Println("error: the log did not grow")
+			os.Exit(2)
+		}
+		if segs, _ := filepath.Glob(filepath.Join(dir, LogDir, "*.wal")); len(segs) >= tailSegments {
+			last++
+		}
 		psid := tailPSIDs[i%len(tailPSIDs)]
 		st := []states.State{states.Bot, states.Agent}[i/len(tailPSIDs)%2]
 		th := step(t, s, prev[psid], engine.ThreadKey{PageID: "100", PSID: psid}, st, func(th *engine.Thread) { th.Owner = tailOwner(i) })
@@ -103,8 +116,8 @@ func runTailChild(t *testing.T, dir string) []tailAck {
 		i, _ := strconv.Atoi(f[5])
 		acks = append(acks, tailAck{key: engine.ThreadKey{PageID: "100", PSID: f[1]}, rev: rev, state: states.State(f[3]), index: index, i: i})
 	}
-	if len(acks) != tailCommits {
-		t.Fatalf("tail child acknowledged %d commits, want %d", len(acks), tailCommits)
+	if len(acks) < 2*tailSegments {
+		t.Fatalf("tail child acknowledged %d commits", len(acks))
 	}
 	for j, a := range acks {
 		if a.index != uint64(j+1) {
@@ -234,15 +247,15 @@ func TestTornAndCorruptTail(t *testing.T) {
 	base := t.TempDir()
 	acks := runTailChild(t, base)
 	segs := readSegments(t, base)
-	if len(segs) < 3 {
-		t.Fatalf("the child's log has %d segments; the test wants several (lower tailSegmentSize)", len(segs))
+	if len(segs) != tailSegments {
+		t.Fatalf("the child's log has %d segments, want %d", len(segs), tailSegments)
 	}
 	nframes := 0
 	for _, sg := range segs {
 		nframes += len(sg.frames)
 	}
-	if nframes != tailCommits {
-		t.Fatalf("the log's segments hold %d frames, want %d", nframes, tailCommits)
+	if nframes != len(acks) {
+		t.Fatalf("the log's segments hold %d frames, want %d", nframes, len(acks))
 	}
 	last := segs[len(segs)-1]
 	if len(last.frames) < 2 {
@@ -458,8 +471,8 @@ func checkTail(t *testing.T, s *DB, kept, lost []tailAck) {
 	}
 }
 
-// TestLogDiskStaysBounded commits a steady load, many times the size of a
-// segment, and checks throughout that the log directory holds a bounded
+// TestLogDiskStaysBounded commits a steady load until it has logged 12
+// times the bound on the log's size, and checks throughout that the log directory holds a bounded
 // number of segments and bytes: checkpoints release what bbolt holds.
 func TestLogDiskStaysBounded(t *testing.T) {
 	const (
@@ -467,8 +480,9 @@ func TestLogDiskStaysBounded(t *testing.T) {
 		maxSegs    = 3           // being written, one a checkpoint has yet to release, one spare
 		maxBytes   = 4 * segSize // and the next segment, prepared in the background
 		writers    = 8
-		perWriter  = 500
 		threadsPer = 16
+		// target is how much the load logs, many times the bound.
+		target = 12 * maxBytes
 	)
 	dir := t.TempDir()
 	s, err := Open(dir, Options{SegmentSize: segSize, CheckpointInterval: 2 * time.Millisecond})
@@ -520,10 +534,11 @@ func TestLogDiskStaysBounded(t *testing.T) {
 
 	start := time.Now()
 	var wg sync.WaitGroup
+	var commits atomic.Int64
 	for g := range writers {
 		wg.Go(func() {
 			threads := make([]*engine.Thread, threadsPer)
-			for i := range perWriter {
+			for i := 0; s.log.Stats().Bytes < target; i++ {
 				j := i % threadsPer
 				k := engine.ThreadKey{PageID: "100", PSID: fmt.Sprintf("73%02d%012d", g, j)}
 				next := engine.Thread{PageID: k.PageID, PSID: k.PSID, Primary: states.PrimaryBot, CreatedAt: t0}
@@ -539,6 +554,7 @@ func TestLogDiskStaysBounded(t *testing.T) {
 					return
 				}
 				threads[j] = &next
+				commits.Add(1)
 				if i%50 == 0 {
 					sample()
 				}
@@ -552,15 +568,15 @@ func TestLogDiskStaysBounded(t *testing.T) {
 
 	st := s.log.Stats()
 	t.Logf("%d commits in %v: %d bytes logged in %d records, %d rotations; peak %d segments, %d bytes in the log directory (%d samples)",
-		writers*perWriter, time.Since(start).Round(time.Millisecond), st.Bytes, st.Records, st.Rotations, peakSegs, peakBytes, nSamps)
+		commits.Load(), time.Since(start).Round(time.Millisecond), st.Bytes, st.Records, st.Rotations, peakSegs, peakBytes, nSamps)
 	if peakSegs > maxSegs {
 		t.Errorf("the log held %d segments at its peak, want at most %d", peakSegs, maxSegs)
 	}
 	if peakBytes > maxBytes {
 		t.Errorf("the log directory held %d bytes at its peak, want at most %d", peakBytes, maxBytes)
 	}
-	if st.Bytes < 10*maxBytes || st.Rotations < 20 {
-		t.Errorf("the load logged %d bytes with %d rotations: too little to show the bound (want ≥ %d bytes, ≥ 20 rotations)", st.Bytes, st.Rotations, 10*maxBytes)
+	if st.Rotations < target/segSize/2 {
+		t.Errorf("%d bytes logged with %d new segments, want at least %d", st.Bytes, st.Rotations, target/segSize/2)
 	}
 	if p, err := s.Check(); err != nil || len(p) > 0 {
 		t.Errorf("Check: %v %v", p, err)
