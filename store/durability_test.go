@@ -292,9 +292,9 @@ func TestTornAndCorruptTail(t *testing.T) {
 			tc.damage(t, filepath.Join(dir, LogDir, last.name))
 
 			// Offline, the damage reads as a torn tail, not corruption.
-			problems, _, err := CheckLog(dir, Options{})
-			if err != nil || len(problems) != 1 || !strings.Contains(problems[0], "torn tail") {
-				t.Fatalf("CheckLog of the damaged log = %q, %v; want one torn tail and no error", problems, err)
+			problems, notes, _, err := CheckLog(dir, Options{})
+			if err != nil || len(problems) != 0 || len(notes) != 1 || !strings.Contains(notes[0], "torn tail") {
+				t.Fatalf("CheckLog of the damaged log = %q, notes %q, %v; want one torn tail noted, no problem and no error", problems, notes, err)
 			}
 
 			var logged syncBuffer
@@ -334,7 +334,7 @@ func TestTornAndCorruptTail(t *testing.T) {
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if problems, _, err := CheckLog(dir, Options{}); err != nil || len(problems) > 0 {
+			if problems, _, _, err := CheckLog(dir, Options{}); err != nil || len(problems) > 0 {
 				t.Errorf("CheckLog after the repair: %q, %v", problems, err)
 			}
 			var logged2 syncBuffer
@@ -368,7 +368,7 @@ func TestTornAndCorruptTail(t *testing.T) {
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
-			if problems, _, err := CheckLog(dir, Options{}); err != nil || len(problems) > 0 {
+			if problems, _, _, err := CheckLog(dir, Options{}); err != nil || len(problems) > 0 {
 				t.Errorf("CheckLog after the new commits: %q, %v", problems, err)
 			}
 			s, err = Open(dir, tailOpts(nil))
@@ -420,7 +420,7 @@ func TestTornAndCorruptTail(t *testing.T) {
 			if after := logFiles(t, dir); !maps.Equal(before, after) {
 				t.Error("Open changed the log it refused")
 			}
-			if _, _, err := CheckLog(dir, Options{}); !errors.Is(err, wal.ErrCorrupt) {
+			if _, _, _, err := CheckLog(dir, Options{}); !errors.Is(err, wal.ErrCorrupt) {
 				t.Errorf("CheckLog = %v, want wal.ErrCorrupt", err)
 			}
 		})
