@@ -70,12 +70,13 @@ func (e *Engine) commit(ctx context.Context, t *Thread, in *Input, page Page, d 
 	e.armExtension(&next, now)
 	switch {
 	case outcome == OutcomeFailed && slices.ContainsFunc(calls, func(r CallRecord) bool { return r.Outcome == CallUnknown }):
-		// Whether the call took effect is unknown: ask Meta again later.
-		if next.RecheckAt.IsZero() {
-			next.RecheckAt = now.Add(e.cfg.RetryDelay)
-		}
-	case in.Event == states.OwnerObserved && outcome != OutcomeIgnored,
-		slices.ContainsFunc(calls, func(r CallRecord) bool { return r.Outcome == CallOK && r.Call != "thread_owner" }):
+		// Whether the call took effect is unknown, and Meta may apply it
+		// late, after the calls made since: ask Meta again RetryDelay
+		// after the last such call.
+		next.RecheckAt = maxTime(next.RecheckAt, now.Add(e.cfg.RetryDelay))
+	case in.Event == states.OwnerObserved && outcome != OutcomeIgnored && !now.Before(next.RecheckAt):
+		// Only Meta's word once the recheck is due settles it: a call that
+		// succeeded since says nothing of one whose answer was lost.
 		next.RecheckAt = time.Time{}
 	}
 	if outcome == OutcomeFailed && in.timer != nil {
