@@ -97,6 +97,70 @@ func TestRecheckOutlivesLaterCalls(t *testing.T) {
 	})
 }
 
+// TestStaleWebhookBehindARetriedEvent: a webhook event whose Graph call
+// Meta keeps failing waits in the inbox to be tried again, and the
+// thread's later webhooks wait behind it. Meanwhile the thread moves on
+// without them, and the owner recheck armed by the failures finds it as
+// threadctl sees it. When the waiting event finally passes control to the
+// app that asked, the webhook queued behind it (an older grant to RingCX)
+// must not leave threadctl believing RingCX holds a thread Meta gave away.
+func TestStaleWebhookBehindARetriedEvent(t *testing.T) {
+	// The inbox tries a failing event again after retryDelay/4, then
+	// twice as late each time: with three failures the fourth try comes
+	// 2×retryDelay after the third, and the recheck in between.
+	const retryDelay = 600 * time.Millisecond
+	env := enginetest.New(t, enginetest.Options{
+		Primary: states.PrimaryRingCX, GraphTimeout: faultTimeout, GraphRetries: 2, RetryDelay: retryDelay,
+		Bot: &sim.BotConfig{HonorRequests: true, ClaimIdle: new(bool)},
+	})
+	eng := env.Engine()
+	if _, err := env.Sim.CustomerMessage(pageID, psid, "hi"); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, env)
+	waitAgrees(t, env, psid, faultConverge)
+	handover := func(ev states.Event, app string) {
+		t.Helper()
+		if _, err := eng.Apply(ctx, engine.Input{Event: ev, Key: key(psid), Cause: engine.CauseBotsAPI, AppID: app}); err != nil {
+			t.Fatalf("%s: %v", ev, err)
+		}
+	}
+	passFails := func(calls int) {
+		env.Sim.SetFault(sim.Fault{Call: "pass_thread_control", AppID: ringcxID, Status: 503, Count: 3 * calls})
+	}
+
+	// The second bot asks RingCX for control; RingCX's pass fails: the
+	// event waits to be tried again.
+	passFails(1)
+	if err := env.Bot2.RequestThreadControl(ctx, pageID, psid, "bot 2 wants it"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the request to wait in the inbox", func() bool { return eng.Backlog() == 1 })
+	// Before it is tried again, RingCX hands the thread to the bot, which
+	// passes it back at once: its grant waits behind the request. A
+	// handover to the agent finds RingCX in control (Meta refuses the
+	// request; threadctl asks thread_owner).
+	handover(states.HandoverToBot, botID)
+	passFails(3)
+	if err := env.Bot.PassThreadControl(ctx, pageID, psid, ringcxID, ""); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the bot's grant to wait behind the request", func() bool { return eng.Backlog() == 2 })
+	handover(states.HandoverToAgent, "")
+	if th, _ := eng.Thread(ctx, key(psid)); th.State != states.Agent {
+		t.Fatalf("after the handover: %s, want agent", th.State)
+	}
+	// The request fails three more times, the recheck finds RingCX in
+	// control, then the request passes control to the second bot; the
+	// grant behind it is older than that pass.
+	waitFor(t, "the inbox to drain", func() bool { return eng.Backlog() == 0 })
+	settle(t, env)
+	if owner := env.Sim.Thread(pageID, psid).OwnerAppID; owner != bot2ID {
+		t.Fatalf("Meta's owner %q, want the second bot %s", owner, bot2ID)
+	}
+	waitAgrees(t, env, psid, retryDelay+faultConverge)
+}
+
 // agrees reports whether threadctl's state st agrees with Meta's owner.
 func agrees(st states.State, owner string) bool {
 	switch st {
@@ -137,5 +201,16 @@ func waitAgrees(t *testing.T, env *enginetest.Env, psid string, d time.Duration)
 			t.Fatalf("after %v: threadctl %s (recheck at %v), Meta's owner %q", d, th.State, th.RecheckAt, owner)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func waitFor(t *testing.T, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(3 * faultConverge)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
