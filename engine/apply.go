@@ -426,6 +426,11 @@ func wrapCallErr(err error, calls []CallRecord) error {
 	if n := len(calls); n > 0 {
 		call = calls[n-1].Call
 	}
+	var answered interface{ Transient() bool }
+	if !errors.As(err, &answered) {
+		// No answer (a timeout, a reset): Meta may have applied the call.
+		return errorf(CodeMeta, err, "Meta did not answer %s, so whether it took effect is unknown; threadctl keeps the thread as it was and asks Meta who owns it shortly", call)
+	}
 	return errorf(CodeMeta, err, "Meta refused or failed %s; the thread did not change", call)
 }
 
