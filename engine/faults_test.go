@@ -750,6 +750,55 @@ func TestStaleWebhookBehindARetriedEvent(t *testing.T) {
 	waitAgrees(t, env, psid, retryDelay+faultConverge)
 }
 
+// TestReplyNotLeftPendingWhenControlCannotBeAskedFor: an agent's reply is
+// refused by Meta because another app took the thread (its webhook was
+// lost), and while threadctl asks for control back, Meta fails the request.
+// The reply must end failed with the reason, not stay pending for good.
+func TestReplyNotLeftPendingWhenControlCannotBeAskedFor(t *testing.T) {
+	env := enginetest.New(t, enginetest.Options{
+		Primary: states.PrimaryBot, GraphTimeout: faultTimeout, GraphRetries: 2, RetryDelay: faultRetryDelay,
+		Bot: &sim.BotConfig{HonorRequests: true, ClaimIdle: new(bool)},
+	})
+	eng := env.Engine()
+	if _, err := env.Sim.CustomerMessage(pageID, psid, "hi"); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, env)
+	if _, err := eng.Apply(ctx, engine.Input{Event: states.HandoverToAgent, Key: key(psid), Cause: engine.CauseBotsAPI}); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, env)
+	waitAgrees(t, env, psid, faultConverge)
+
+	// The bot (the primary) takes the thread back; RingCX misses the
+	// webhook.
+	env.DropHandovers(true)
+	if err := env.Bot.TakeThreadControl(ctx, pageID, psid, ""); err != nil {
+		t.Fatal(err)
+	}
+	settle(t, env)
+	env.DropHandovers(false)
+	env.Sim.SetFault(sim.Fault{Call: "request_thread_control", AppID: ringcxID, Status: 503})
+	ct, err := eng.CreateContent(ctx, key(psid), "Ann here")
+	if err != nil {
+		t.Fatal(err)
+	}
+	settle(t, env)
+	env.Sim.ClearFaults()
+	deadline := time.Now().Add(faultConverge)
+	for ct.Status == engine.SyncPending && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+		if ct, err = eng.Content(ctx, ct.ID); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if ct.Status != engine.SyncFailed || ct.Reason == "" {
+		th, _ := eng.Thread(ctx, key(psid))
+		t.Errorf("reply %s %q after %v (thread %s, pending request %v); want failed with the reason", ct.Status, ct.Reason, faultConverge, th.State, th.Pending)
+	}
+	waitAgrees(t, env, psid, faultConverge)
+}
+
 // TestLateAttemptOfARetriedCall: the Graph client retries a call whose
 // attempt timed out; the retry succeeds, and threadctl goes on (a take
 // after the release). Meta then applies the first, timed-out attempt late,
