@@ -48,6 +48,9 @@ func (e *Engine) recheck(ctx context.Context, tm Timer) {
 	if err != nil || t.RecheckAt.IsZero() {
 		return // settled meanwhile
 	}
+	if t.RecheckAt.After(e.clock.Now()) {
+		return // another call's answer was lost meanwhile: its recheck is armed
+	}
 	if _, err := e.refreshOwner(ctx, tm.Key, CauseRecheck); err == nil {
 		e.rechecks.Delete(tm.Key)
 		return
