@@ -25,14 +25,15 @@ package engine_test
 // ignored only when the table refuses), lead where the table says, and
 // leave the owner the row names.
 //
-// An API operation must consume its own entries — entries of its event,
-// caused by the API, committed between its call and its return (the engine
-// holds the thread's lock for the whole call, so they are contiguous: the
-// first attempt, and after a refusal that a fresh look at the owner may
-// explain, the owner_observed entry and the second attempt). Entries that no
-// API call made (webhooks, timers, rechecks, owner checks, an agent_engage
-// fired again by a refused send) float: any later operation may consume them
-// first, but only if they were committed before that operation returned.
+// An API operation must consume its own entry — of its event, caused by the
+// API, committed between its call and its return — whose outcome explains
+// the answer. Entries that no API call made (webhooks, timers, rechecks,
+// owner checks, an agent_engage fired again by a refused send) float: any
+// later operation may consume them first, but only if they were committed
+// before that operation returned. So does a first attempt that Meta refused
+// in a way a fresh look at the owner may explain: the engine commits it,
+// asks Meta (an owner_observed entry) and tries again, each a transition
+// of its own, which a concurrent read may see before the call returns.
 // A read must see exactly the model's state: a revision older than the
 // model's is a stale read, a newer one must be reached through floating
 // entries only. So a read that begins after a write returned sees that
