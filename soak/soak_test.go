@@ -23,10 +23,17 @@
 //     thread's history or still accepted in the inbox, to be applied;
 //  4. restarts on the directory as the kill left it.
 //
-// At the end the last threadctl runs until Meta and threadctl agree on every
-// thread (no request pending, the state matching Meta's owner), is stopped
-// with SIGTERM, and every acknowledged webhook event must be in the history
-// (none left in the inbox). The last line is the summary: cycles,
+// Between kills, a thread whose webhook events waited in the inbox when
+// threadctl started, and which served a second or more, must have applied
+// the oldest of them (they are applied in order): the backlog may grow under
+// load, but never stall.
+//
+// At the end traffic stops; threadctl is started again (and stopped with
+// SIGTERM) until its inbox is empty; then the last threadctl runs until Meta
+// and threadctl agree on every thread (no request pending, the state
+// matching Meta's owner) and stops on SIGTERM; every acknowledged webhook
+// event must be in the history. A self-check fabricates acknowledgements and
+// requires them reported lost. The last line is the summary: cycles,
 // acknowledged, lost, threads agreeing with Meta, wall time.
 package soak_test
 
@@ -182,6 +189,14 @@ type soak struct {
 
 	pending  map[string]hookAck // acknowledged webhook events not yet seen in the history
 	apiAcked int                // API calls answered 2xx, all checked
+	children []*child           // the last three threadctl processes
+
+	// The inbox at the last kill, per thread (oldest first); its largest
+	// size and the age of the oldest event it held at a kill.
+	off      []offThread // threads that did not agree with Meta at the end
+	waiting  map[engine.ThreadKey][]engine.Accepted
+	backlog  int
+	oldest   time.Duration
 	failures []string
 	saved    int
 
@@ -369,18 +384,35 @@ func (s *soak) work(stop <-chan struct{}) {
 
 // child is one threadctl process.
 type child struct {
-	cmd    *exec.Cmd
-	dead   bool // killed (guarded by soak.mu)
-	addr   chan string
-	exited chan error
-	mu     sync.Mutex
-	logs   []string // the last lines of its log
-	errors []string // its ERROR lines
+	cmd     *exec.Cmd
+	cycle   int
+	started time.Time
+	dead    bool // killed (guarded by soak.mu)
+	addr    chan string
+	exited  chan error
+	mu      sync.Mutex
+	served  time.Time // when it logged that it serves
+	logs    []string  // the last lines of its log (debug level)
+	errors  []string  // its ERROR lines
+}
+
+// uptime is how long it served before now (0 if it never did).
+func (c *child) uptime() time.Duration {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.served.IsZero() {
+		return 0
+	}
+	return time.Since(c.served)
 }
 
 func (s *soak) start() *child {
-	c := &child{addr: make(chan string, 1), exited: make(chan error, 1)}
-	c.cmd = exec.Command(s.bin, "serve", "--config", s.cfg, "--data-dir", s.dir, "--addr", "127.0.0.1:0", "--log-format", "json")
+	c := &child{addr: make(chan string, 1), exited: make(chan error, 1), started: time.Now()}
+	s.mu.Lock()
+	c.cycle = s.cycle
+	s.children = append(s.children[max(0, len(s.children)-2):], c)
+	s.mu.Unlock()
+	c.cmd = exec.Command(s.bin, "serve", "--config", s.cfg, "--data-dir", s.dir, "--addr", "127.0.0.1:0", "--log-format", "json", "--log-level", "debug")
 	stderr, err := c.cmd.StderrPipe()
 	if err != nil {
 		s.t.Fatal(err)
@@ -401,8 +433,11 @@ func (s *soak) start() *child {
 			json.Unmarshal([]byte(line), &rec)
 			c.mu.Lock()
 			c.logs = append(c.logs, line)
-			if len(c.logs) > 200 {
-				c.logs = c.logs[len(c.logs)-200:]
+			if len(c.logs) > 4000 {
+				c.logs = c.logs[len(c.logs)-2000:]
+			}
+			if rec.Msg == "threadctl serving" {
+				c.served = time.Now()
 			}
 			if rec.Level == "ERROR" {
 				c.errors = append(c.errors, line)
@@ -530,31 +565,44 @@ func TestSoak(t *testing.T) {
 		}
 	}
 
-	// The last run: traffic stops, Meta and threadctl settle, SIGTERM.
-	c := s.start()
-	select {
-	case a := <-c.addr:
-		s.setTarget(a)
-	case <-time.After(60 * time.Second):
-		t.Fatalf("the last threadctl did not start\n%s", c.log())
-	}
+	// The last runs: traffic stops; threadctl applies what waits in the
+	// inbox (started again, without traffic, until the inbox is empty);
+	// then Meta and threadctl settle, and SIGTERM.
+	s.mu.Lock()
+	s.cycle = n + 1
+	s.mu.Unlock()
+	c := s.serve()
 	time.Sleep(time.Second)
 	close(stop)
 	wg.Wait()
-	agree, threads := s.converge(c)
-	c.cmd.Process.Signal(syscall.SIGTERM)
-	select {
-	case err := <-c.exited:
-		if err != nil {
-			s.fail("threadctl did not stop cleanly on SIGTERM: %v\n%s", err, c.log())
+	stopped := time.Now()
+	var drained time.Duration
+	for i := 0; ; i++ {
+		time.Sleep(3 * time.Second)
+		s.terminate(c)
+		left := s.inboxSize()
+		if i == 0 {
+			s.count("accepted webhook events still waiting 3 s after traffic stopped", left)
 		}
-	case <-time.After(30 * time.Second):
-		c.cmd.Process.Kill()
-		s.fail("threadctl did not stop within 30 s of SIGTERM\n%s", c.log())
+		if left == 0 {
+			drained = time.Since(stopped)
+			break
+		}
+		if i == 40 {
+			s.fail("the inbox still holds %d accepted webhook events %s after traffic stopped", left, time.Since(stopped).Round(time.Second))
+			break
+		}
+		c = s.serve()
 	}
+	c = s.serve()
+	agree, threads := s.converge(c)
+	s.terminate(c)
+	s.reportOff()
 	s.gate.Lock()
 	s.setTarget("")
-	s.verify(n+1, s.dir, true)
+	if !s.verify(n+1, s.dir, nil) {
+		t.Logf("the data directory after the last, clean, stop, and the last threadctl logs:%s", s.save(n+1, s.dir))
+	}
 	s.selfCheck()
 	s.gate.Unlock()
 
@@ -570,11 +618,62 @@ func TestSoak(t *testing.T) {
 		fmt.Fprintf(&b, "  %s: %d\n", k, s.counts[k])
 	}
 	t.Logf("answers:\n%s", b.String())
+	t.Logf("the inbox at a kill: at most %d accepted webhook events waiting, the oldest %s old; after traffic stopped it was empty %s later",
+		s.backlog, s.oldest.Round(time.Millisecond), drained.Round(time.Second))
 	acked := s.apiAcked + len(s.hooks)
 	summary := fmt.Sprintf("soak: cycles=%d (killed during start-up: %d) acknowledged=%d (API 2xx: %d, webhook events answered 200: %d) lost=%d threads agreeing with Meta=%d/%d failures=%d wall=%s",
 		kills, early, acked, s.apiAcked, len(s.hooks), s.counts["lost"], agree, threads, len(s.failures), time.Since(began).Round(time.Second))
 	t.Log(summary)
 	fmt.Println(summary)
+}
+
+// serve starts threadctl and waits until it serves.
+func (s *soak) serve() *child {
+	c := s.start()
+	select {
+	case a := <-c.addr:
+		s.setTarget(a)
+	case err := <-c.exited:
+		s.t.Fatalf("threadctl exited before serving: %v\n%s", err, c.log())
+	case <-time.After(60 * time.Second):
+		c.cmd.Process.Kill()
+		s.t.Fatalf("threadctl did not start in 60 s\n%s", c.log())
+	}
+	return c
+}
+
+// terminate stops threadctl with SIGTERM: it must exit cleanly.
+func (s *soak) terminate(c *child) {
+	s.mu.Lock()
+	c.dead = true
+	s.target = ""
+	s.mu.Unlock()
+	c.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case err := <-c.exited:
+		if err != nil {
+			s.fail("threadctl did not stop cleanly on SIGTERM: %v\n%s", err, c.log())
+		}
+	case <-time.After(30 * time.Second):
+		c.cmd.Process.Kill()
+		<-c.exited
+		s.fail("threadctl did not stop within 30 s of SIGTERM\n%s", c.log())
+	}
+}
+
+// inboxSize is how many accepted webhook events wait in the stopped
+// threadctl's inbox.
+func (s *soak) inboxSize() int {
+	db, err := store.Open(s.dir, store.Options{OpenTimeout: 2 * time.Second})
+	if err != nil {
+		s.t.Fatalf("opening the store: %v", err)
+	}
+	defer db.Close()
+	inbox, err := db.Accepted(context.Background())
+	if err != nil {
+		s.t.Fatalf("reading the inbox: %v", err)
+	}
+	return len(inbox)
 }
 
 // afterKill checks the directory as the kill left it: on a copy, so that
@@ -586,7 +685,9 @@ func (s *soak) afterKill(cycle int, c *child) {
 		s.t.Fatalf("cycle %d: copying the data directory: %v", cycle, err)
 	}
 	defer os.RemoveAll(cp)
-	s.verify(cycle, cp, false)
+	if !s.verify(cycle, cp, c) {
+		s.t.Logf("cycle %d: the data directory as the kill left it, and the last threadctl logs:%s", cycle, s.save(cycle, s.dir))
+	}
 	c.mu.Lock()
 	errs := c.errors
 	c.mu.Unlock()
@@ -594,18 +695,22 @@ func (s *soak) afterKill(cycle int, c *child) {
 }
 
 // verify runs threadctl check on dir and checks every acknowledgement not
-// checked yet against it. final: nothing may be left in the inbox.
-func (s *soak) verify(cycle int, dir string, final bool) {
+// checked yet against it. c is the threadctl that was just killed; nil
+// after the last, clean, stop, when nothing may be left in the inbox. It
+// reports whether all was well (the store is closed again when it returns).
+func (s *soak) verify(cycle int, dir string, c *child) bool {
+	final := c == nil
+	failures := len(s.failures)
 	out, err := exec.Command(s.bin, "check", "--data-dir", dir).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), ": ok") {
 		s.count("check failures", 1)
-		s.fail("cycle %d: threadctl check: %v\n%s%s", cycle, err, out, s.save(cycle, dir))
-		return
+		s.fail("cycle %d: threadctl check: %v\n%s", cycle, err, out)
+		return false
 	}
 	db, err := store.Open(dir, store.Options{OpenTimeout: 2 * time.Second})
 	if err != nil {
-		s.fail("cycle %d: opening the store: %v%s", cycle, err, s.save(cycle, dir))
-		return
+		s.fail("cycle %d: opening the store: %v", cycle, err)
+		return false
 	}
 	defer db.Close()
 	ctx := context.Background()
@@ -624,18 +729,44 @@ func (s *soak) verify(cycle int, dir string, final bool) {
 			n, _ := strconv.Atoi(m[1])
 			s.count("log records replayed by check after a kill", n)
 		}
+		s.inboxProgress(cycle, c, inbox)
 	}
 	lost := s.verifyAPI(ctx, db, cycle)
 	lost += s.verifyHooks(ctx, db, cycle, final)
 	if s.dry {
-		return
+		return true
 	}
 	s.apiAcked += len(s.api)
-	if lost > 0 {
-		s.count("lost", lost)
-		s.t.Logf("cycle %d: the data directory as the kill left it:%s", cycle, s.save(cycle, dir))
-	}
+	s.count("lost", lost)
 	s.api = s.api[:0]
+	return len(s.failures) == failures
+}
+
+// inboxProgress checks that the accepted webhook events are being applied:
+// a thread whose events waited in the inbox when c started, and which
+// served a second or more, must have applied at least its oldest one (each
+// thread's events are applied in order). It keeps the backlog's figures.
+func (s *soak) inboxProgress(cycle int, c *child, inbox []engine.Accepted) {
+	now := map[uint64]bool{}
+	byThread := map[engine.ThreadKey][]engine.Accepted{}
+	for _, a := range inbox {
+		now[a.Seq] = true
+		k := engine.ThreadKey{PageID: a.Notice.PageID, PSID: a.Notice.PSID}
+		byThread[k] = append(byThread[k], a)
+		if age := time.Since(a.At); age > s.oldest {
+			s.oldest = age
+		}
+	}
+	s.backlog = max(s.backlog, len(inbox))
+	if up := c.uptime(); up >= time.Second {
+		for k, before := range s.waiting {
+			if now[before[0].Seq] {
+				s.fail("cycle %d: thread %s applied none of the %d webhook events waiting in its inbox when threadctl started, although it served %s: the oldest, seq %d (%s, accepted at %s), is still there",
+					cycle, k, len(before), up.Round(time.Millisecond), before[0].Seq, before[0].Notice.Kind, before[0].At.Format("15:04:05.000000"))
+			}
+		}
+	}
+	s.waiting = byThread
 }
 
 // selfCheck shows that the checks can fail: on the final directory,
@@ -649,7 +780,7 @@ func (s *soak) selfCheck() {
 	s.api = []apiAck{{kind: "handover_to_agent", key: k, call: past, ret: past.Add(time.Millisecond), cycle: -1}}
 	s.hooks[id], s.pending[id] = fake, fake
 	s.dry = true
-	s.verify(-1, s.dir, true)
+	s.verify(-1, s.dir, nil)
 	s.dry = false
 	delete(s.hooks, id)
 	delete(s.pending, id)
@@ -670,8 +801,9 @@ func (s *soak) selfCheck() {
 // replayed into bbolt.
 var replayed = regexp.MustCompile(`log: (\d+) records replayed`)
 
-// save keeps a copy of a failing directory (the first few) under
-// $THREADCTL_ARTIFACTS/soak and says where.
+// save keeps a copy of a failing directory (the first few times), with the
+// end of the last threadctl processes' logs, under $THREADCTL_ARTIFACTS/soak
+// and says where. Nothing may have the directory open meanwhile.
 func (s *soak) save(cycle int, dir string) string {
 	base := os.Getenv("THREADCTL_ARTIFACTS")
 	if base == "" || s.saved >= 3 {
@@ -680,8 +812,17 @@ func (s *soak) save(cycle int, dir string) string {
 	s.saved++
 	dst := filepath.Join(base, "soak", fmt.Sprintf("cycle-%d", cycle))
 	os.RemoveAll(dst)
-	if err := os.CopyFS(dst, os.DirFS(dir)); err != nil {
+	if err := os.CopyFS(filepath.Join(dst, "data"), os.DirFS(dir)); err != nil {
 		return "\n(could not keep it: " + err.Error() + ")"
+	}
+	s.mu.Lock()
+	children := slices.Clone(s.children)
+	s.mu.Unlock()
+	for _, c := range children {
+		c.mu.Lock()
+		logs := strings.Join(c.logs, "\n") + "\n"
+		c.mu.Unlock()
+		os.WriteFile(filepath.Join(dst, fmt.Sprintf("threadctl-cycle-%d.log", c.cycle)), []byte(logs), 0o644)
 	}
 	return "\nkept in " + dst
 }
@@ -717,7 +858,15 @@ func describe(hs []engine.HistoryEntry) string {
 		if h.Observed != "" {
 			ev += ":" + string(h.Observed)
 		}
-		fmt.Fprintf(&b, "    rev %d %s %s %s %s → %s %s meta %d\n", h.Revision, h.At.Format("15:04:05.000000"), ev, h.Cause, h.From, h.To, h.Outcome, h.MetaTime.UnixMilli())
+		meta := ""
+		if !h.MetaTime.IsZero() {
+			meta = fmt.Sprintf(" (Meta's time %s, %d)", h.MetaTime.Format("15:04:05.000"), h.MetaTime.UnixMilli())
+		}
+		var calls []string
+		for _, c := range h.Calls {
+			calls = append(calls, c.Call+":"+c.Outcome)
+		}
+		fmt.Fprintf(&b, "    rev %d %s %s %s %s → %s %s %v%s\n", h.Revision, h.At.Format("15:04:05.000000"), ev, h.Cause, h.From, h.To, h.Outcome, calls, meta)
 	}
 	return b.String()
 }
@@ -809,8 +958,11 @@ func (s *soak) verifyHooks(ctx context.Context, db *store.DB, cycle int, final b
 			accepted[in.Key.String()+"|"+in.DedupKey] = true
 		}
 	}
-	if final && len(inbox) > 0 {
-		s.fail("after the last, clean, stop %d accepted webhook events are still in the inbox", len(inbox))
+	if final {
+		for _, a := range inbox {
+			s.fail("after the last, clean, stop a webhook event accepted at %s is still in the inbox, never applied: seq %d %s on %s/%s (Meta's time %s)",
+				a.At.Format("15:04:05.000000"), a.Seq, a.Notice.Kind, a.Notice.PageID, a.Notice.PSID, a.Notice.Time.Format("15:04:05.000"))
+		}
 	}
 	// Entries per (thread, event, Meta's timestamp); acknowledged events
 	// per the same key (distinct by the engine's de-duplication key).
@@ -849,6 +1001,10 @@ func (s *soak) verifyHooks(ctx context.Context, db *store.DB, cycle int, final b
 			delete(s.pending, id)
 		case accepted[id] && !final:
 			// Accepted, not applied yet: applied after the restart.
+		case accepted[id]:
+			// The last threadctl stopped without applying it: reported
+			// above, with the inbox.
+			delete(s.pending, id)
 		default:
 			lost++
 			s.fail("cycle %d: LOST: webhook event %s (%s %s, Meta's time %d) answered 200 in cycle %d is neither in the history (%d of %d such entries) nor in the inbox; history since:\n%s",
@@ -897,25 +1053,52 @@ func (s *soak) converge(c *child) (agree, threads int) {
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
+	s.off = nil
 	for _, o := range off {
-		k := strings.SplitN(o, ":", 2)[0]
+		k, why, _ := strings.Cut(o, ": ")
 		page, psid, _ := strings.Cut(k, "/")
-		v, _ := s.debug(page, psid)
-		var b strings.Builder
-		for _, tr := range v.Transitions {
-			meta := ""
-			if tr.MetaTime != nil {
-				meta = " meta " + tr.MetaTime.Format("15:04:05.000")
-			}
-			fmt.Fprintf(&b, "    rev %d %s %s %s %s → %s %s%s\n", tr.Revision, tr.At.Format("15:04:05.000000"), tr.Event, tr.Cause, tr.From, tr.To, tr.Outcome, meta)
-		}
-		known := ""
-		if sig, ok := staleWebhook(v.Transitions); ok {
-			known = " — the signature of a known bug (engine's TestKnownBugStaleWebhookAfterOwnCall): " + sig
-		}
-		s.fail("does not agree with Meta: %s%s; last transitions (newest first):\n%s", o, known, b.String())
+		s.off = append(s.off, offThread{key: engine.ThreadKey{PageID: page, PSID: psid}, why: why})
 	}
 	return agree, threads
+}
+
+// offThread is a thread that did not agree with Meta at the end.
+type offThread struct {
+	key engine.ThreadKey
+	why string
+}
+
+// reportOff fails for each thread that did not agree with Meta, with the
+// end of its history (threadctl is stopped) and of the simulator's log, and
+// says when the history has the signature of a known bug.
+func (s *soak) reportOff() {
+	if len(s.off) == 0 {
+		return
+	}
+	db, err := store.Open(s.dir, store.Options{OpenTimeout: 2 * time.Second})
+	if err != nil {
+		s.fail("opening the store: %v", err)
+		return
+	}
+	defer db.Close()
+	for _, o := range s.off {
+		hs, err := db.History(context.Background(), o.key, 0, 40)
+		if err != nil {
+			s.fail("reading the history of %s: %v", o.key, err)
+			continue
+		}
+		slices.Reverse(hs)
+		known := ""
+		if sig, ok := staleWebhook(hs); ok {
+			known = "\nthe signature of a known bug (engine's TestKnownBugStaleWebhookAfterOwnCall): " + sig
+		}
+		var b strings.Builder
+		log := s.sim.Log(o.key.PageID, o.key.PSID)
+		for _, e := range log[max(0, len(log)-40):] {
+			fmt.Fprintf(&b, "    %s %s %s%s%s %s%s %s owner %q %s\n", e.Time.Format("15:04:05.000000"), e.Kind, e.CallerAppID, e.RecipientAppID, e.Via, e.Call, e.Event, e.Outcome, e.OwnerAppID, e.ErrorMessage)
+		}
+		s.fail("does not agree with Meta: %s: %s%s\nthe end of its history:\n%sat Meta (the simulator's log):\n%s", o.key, o.why, known, describe(hs), b.String())
+	}
 }
 
 func agrees(st states.State, metaOwner string) bool {
@@ -945,22 +1128,21 @@ func (s *soak) debug(page, psid string) (server.ThreadView, error) {
 	return v, json.NewDecoder(resp.Body).Decode(&v)
 }
 
-// staleWebhook finds in a thread's transitions (newest first) a webhook
-// event applied after a change RingCX made itself with a Graph call that
-// began after Meta stamped the event: the event was stale (see the engine's
+// staleWebhook finds in a thread's history (oldest first) a webhook event
+// applied after a change RingCX made itself with a Graph call that began
+// after Meta stamped the event: the event was stale (see the engine's
 // TestKnownBugStaleWebhookAfterOwnCall).
-func staleWebhook(trs []server.TransitionView) (string, bool) {
-	for j, w := range trs {
-		if w.Cause != string(engine.CauseWebhook) || w.Outcome != engine.OutcomeApplied || w.MetaTime == nil {
+func staleWebhook(hs []engine.HistoryEntry) (string, bool) {
+	for j, w := range hs {
+		if w.Cause != engine.CauseWebhook || w.Outcome != engine.OutcomeApplied || w.MetaTime.IsZero() {
 			continue
 		}
-		for _, a := range trs[j+1:] {
+		for _, a := range hs[:j] {
 			if a.Outcome != engine.OutcomeApplied || a.From == a.To {
 				continue
 			}
 			for _, c := range a.Calls {
-				start := a.At.Add(-time.Duration(c.DurationMS*float64(time.Millisecond)) - 5*time.Millisecond)
-				if c.Outcome == engine.CallOK && c.Call != "thread_owner" && start.After(*w.MetaTime) {
+				if c.Outcome == engine.CallOK && c.Call != "thread_owner" && a.At.Add(-c.Duration-5*time.Millisecond).After(w.MetaTime) {
 					return fmt.Sprintf("rev %d %s (Meta's time %s) applied after rev %d %s by RingCX's own %s at %s",
 						w.Revision, w.Event, w.MetaTime.Format("15:04:05.000"), a.Revision, a.Event, c.Call, a.At.Format("15:04:05.000")), true
 				}
