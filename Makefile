@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= bin/threadctl
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: build run test fuzz bench setup docs clean
+.PHONY: build run test fuzz bench soak setup docs clean
 
 build:
 	$(GO) build -o $(BIN) .
@@ -43,6 +43,17 @@ fuzz:
 # Every benchmark three times; read ratios within one run (see README).
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=3 ./...
+
+# The soak (soak/soak_test.go): SOAK_CYCLES SIGKILLs of the built binary
+# under concurrent handovers, agent work and webhooks, each followed by
+# threadctl check and a check that every acknowledged transition survived;
+# then every thread must agree with Meta (the simulator, in the test
+# process). About an hour for the default 1000 cycles; loopback only.
+SOAK_CYCLES ?= 1000
+
+soak: build
+	THREADCTL_SOAK_CYCLES=$(SOAK_CYCLES) THREADCTL_BIN=$(abspath $(BIN)) \
+		$(GO) test ./soak/ -run '^TestSoak$$' -count=1 -v -timeout 6h
 
 # Redraws the diagrams under docs/ (the workflows by playing them).
 docs: build
