@@ -428,7 +428,8 @@ func wrapCallErr(err error, calls []CallRecord) error {
 		call = calls[n-1].Call
 	}
 	var answered interface{ Transient() bool }
-	if !errors.As(err, &answered) {
+	var unknown interface{ OutcomeUnknown() bool }
+	if !errors.As(err, &answered) || errors.As(err, &unknown) {
 		// No answer (a timeout, a reset): Meta may have applied the call.
 		return errorf(CodeMeta, err, "Meta did not answer %s, so whether it took effect is unknown; threadctl keeps the thread as it was and asks Meta who owns it shortly", call)
 	}

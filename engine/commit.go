@@ -74,14 +74,15 @@ func (e *Engine) commit(ctx context.Context, t *Thread, in *Input, page Page, d 
 		// late, after the calls made since: ask Meta again RetryDelay
 		// after the last such call.
 		next.RecheckAt = maxTime(next.RecheckAt, now.Add(e.cfg.RetryDelay))
-	case in.accepted && in.MetaTime.Add(metaTimeResolution).Before(in.lastCall) &&
+	case in.Cause == CauseWebhook && !in.MetaTime.IsZero() && in.MetaTime.Add(metaTimeResolution).Before(in.lastCall) &&
 		(next.State != prev.State || slices.ContainsFunc(calls, func(r CallRecord) bool { return r.Outcome == CallOK && r.Call != "thread_owner" })):
-		// A webhook event that waited in the inbox (behind the thread's
-		// work, or behind a call Meta kept failing), sent by Meta before
-		// threadctl's last Graph call on the thread, changed the thread: it
-		// may undo what that call did, or contradict what it saw, at Meta.
-		// Ask Meta again. (Meta's clock and threadctl's are compared: a
-		// skew costs an owner check too many or too few, no more.)
+		// A webhook event sent by Meta before threadctl's last Graph call on
+		// the thread, and applied after it (it waited in the inbox behind
+		// the thread's work or a call Meta kept failing, or Meta delivered
+		// it late), changed the thread: it may undo what that call did, or
+		// contradict what it saw, at Meta. Ask Meta again. (Meta's clock
+		// and threadctl's are compared: a skew costs an owner check too
+		// many or too few, no more.)
 		next.RecheckAt = maxTime(next.RecheckAt, now.Add(e.cfg.RetryDelay))
 	case in.Event == states.OwnerObserved && outcome != OutcomeIgnored && !now.Before(next.RecheckAt):
 		// Only Meta's word once the recheck is due settles it: a call that

@@ -647,6 +647,8 @@ func newLinPage(t *testing.T, spec linSpec, n int) *linPage {
 		Primary: tbl.Primary, Routing: tbl.Routing, PendingTimeout: 400 * time.Millisecond,
 		Bot: &sim.BotConfig{HonorRequests: true, PassDelayMS: 150, Reply: "echo", HandoverText: linHandoverText, HandoverAppID: enginetest.RingCXID},
 		Sim: sim.Options{RetryDelays: []time.Duration{20 * time.Millisecond, 100 * time.Millisecond, 500 * time.Millisecond}},
+		// The check reads every entry of a thread's history: keep them all.
+		Engine: func(c *engine.Config) { c.HistoryKeep = -1 },
 	}
 	if tbl.Routing == states.ConversationRouting && tbl.Primary != states.PrimaryNone {
 		o.Takeover, o.ConfigTakeover = &tbl.Takeover, &tbl.Takeover
@@ -757,9 +759,8 @@ func (p *linPage) drive(psid string, stop <-chan struct{}, wg *sync.WaitGroup) {
 // with their answer lost, until stop is closed. One fault is pending at a
 // time, and the next is set a while after the previous one was taken, so
 // that a fault never meets the client's own retry of the call the previous
-// one hit: a lost answer followed by a refused retry is a known divergence
-// (TestKnownBugLostAnswerThenRefusal), which would fail the convergence
-// check here.
+// one hit (a lost answer followed by a refused retry has its own test,
+// TestLostAnswerThenRefusedRetry).
 func (p *linPage) chaos(stop <-chan struct{}, wg *sync.WaitGroup) {
 	calls := []string{"take_thread_control", "request_thread_control", "pass_thread_control", "release_thread_control"}
 	wg.Add(1)
@@ -849,9 +850,8 @@ func (p *linPage) converge(t *testing.T, deadline time.Time) {
 				hs := p.history(t, psid)
 				report := fmt.Sprintf("thread %s on table %s does not agree with Meta: %s\nhistory:\n%s\nat Meta (the simulator's log):\n%s",
 					psid, p.spec.table, why, linHistory(hs, 0, 1<<30), linSimLog(p.env.Sim.Log(enginetest.PageID, psid), 400))
-				if bug, ok := linKnownStale(hs); ok {
-					t.Logf("KNOWN BUG (TestKnownBugStaleWebhookAfterOwnCall): %s\n%s", bug, report)
-					continue
+				if sig, ok := linKnownStale(hs); ok {
+					report += "\na webhook stamped before RingCX's own later call was applied after it (TestStaleWebhookAfterOwnCall): " + sig
 				}
 				t.Error(report)
 			}
@@ -861,13 +861,11 @@ func (p *linPage) converge(t *testing.T, deadline time.Time) {
 	}
 }
 
-// linKnownStale finds in a history the signature of a known divergence: a
-// webhook event applied after a later change that RingCX made itself with a
-// Graph call, although Meta stamped the event before that call (Meta
-// applied the call after the event, so the event is stale; threadctl
-// ignores only events older than its last Meta-timestamped change, which a
-// change RingCX made itself is not). Reproduced by
-// TestKnownBugStaleWebhookAfterOwnCall.
+// linKnownStale finds in a history the signature of a divergence this run
+// once found: a webhook event applied after a later change that RingCX made
+// itself with a Graph call, although Meta stamped the event before that
+// call (the event is stale; the owner recheck it now arms corrects it).
+// TestStaleWebhookAfterOwnCall reproduces it.
 func linKnownStale(hs []engine.HistoryEntry) (string, bool) {
 	for j, w := range hs {
 		if w.Cause != engine.CauseWebhook || w.Outcome != engine.OutcomeApplied || w.MetaTime.IsZero() {
@@ -1320,20 +1318,16 @@ func TestLinearizabilityCheckerRejects(t *testing.T) {
 	rejected("an acknowledged handover missing from the history", lost, ops)
 }
 
-// TestKnownBugLostAnswerThenRefusal reproduces a divergence the
+// TestLostAnswerThenRefusedRetry reproduces a divergence the
 // linearizability run found (its convergence check): Meta applies a
 // pass_thread_control whose answer is lost (connection reset); the Graph
 // client retries the call, and Meta refuses the retry with an error that
-// says nothing of the owner (code 1). threadctl records the call as refused
-// ("the thread did not change"), answers the Bots API caller 502, arms no
-// recheck, and stays in agent while Meta has given the thread to the bot.
-// A lost answer makes the outcome unknown whatever the retries say; the
-// call should be recorded as unknown (CallUnknown), which arms a recheck.
-// Skipped unless THREADCTL_KNOWN_BUGS is set, until the client is fixed.
-func TestKnownBugLostAnswerThenRefusal(t *testing.T) {
-	if os.Getenv("THREADCTL_KNOWN_BUGS") == "" {
-		t.Skip("known bug (a lost answer, then a refused retry, is recorded as refused); THREADCTL_KNOWN_BUGS=1 runs it")
-	}
+// says nothing of the owner (code 1). threadctl recorded the call as
+// refused ("the thread did not change"), armed no recheck, and stayed in
+// agent while Meta had given the thread to the bot. A lost answer makes the
+// outcome unknown whatever the retries say (messenger.UnansweredError): the
+// call is recorded as unknown, which arms the owner recheck.
+func TestLostAnswerThenRefusedRetry(t *testing.T) {
 	h := newHarness(t, harnessOpts{primary: states.PrimaryBot, honorRequests: true})
 	h.customer(psid, "hi")
 	if _, err := h.apply(states.HandoverToAgent, psid, ""); err != nil {
@@ -1347,22 +1341,20 @@ func TestKnownBugLostAnswerThenRefusal(t *testing.T) {
 	h.want(psid, states.Bot, botID)
 }
 
-// TestKnownBugStaleWebhookAfterOwnCall reproduces a divergence the
-// linearizability run found (its convergence check, on a Conversation
-// Routing page): RingCX claims an idle thread by passing it to itself; Meta's
-// pass_thread_control webhook for it is delivered while threadctl holds the
-// thread's lock, so it waits in the inbox; the agent then hands the thread
-// to a bot (pass_thread_control, applied by Meta after the webhook's event).
-// The webhook, applied last, moves threadctl back to agent while Meta has
-// the bot as owner, and nothing corrects it: the stale-event rule compares
-// an event with the thread's last Meta-timestamped change only, and a
-// change RingCX made itself with a Graph call is not one. Here the late
-// webhook is handed to the engine directly. Skipped unless
-// THREADCTL_KNOWN_BUGS is set, until the engine is fixed.
-func TestKnownBugStaleWebhookAfterOwnCall(t *testing.T) {
-	if os.Getenv("THREADCTL_KNOWN_BUGS") == "" {
-		t.Skip("known bug (a webhook stamped before RingCX's own later call is applied after it); THREADCTL_KNOWN_BUGS=1 runs it")
-	}
+// TestStaleWebhookAfterOwnCall reproduces a divergence the linearizability
+// run found (its convergence check, on a Conversation Routing page): RingCX
+// claims an idle thread by passing it to itself; Meta's pass_thread_control
+// webhook for it is delivered while threadctl holds the thread's lock, so
+// it waits in the inbox; the agent then hands the thread to a bot
+// (pass_thread_control, applied by Meta after the webhook's event). The
+// webhook, applied last, moved threadctl back to agent while Meta had the
+// bot as owner, and nothing corrected it: the stale-event rule compares an
+// event with the thread's last Meta-timestamped change only, and a change
+// RingCX made itself with a Graph call is not one. A webhook event stamped
+// before threadctl's last call on the thread that changes it now arms the
+// owner recheck, whether it waited in the inbox or, as here (handed to the
+// engine directly), Meta delivered it late.
+func TestStaleWebhookAfterOwnCall(t *testing.T) {
 	h := newHarness(t, harnessOpts{primary: states.PrimaryBot, honorRequests: true})
 	h.customer(psid, "hi")
 	if _, err := h.apply(states.HandoverToAgent, psid, ""); err != nil {
@@ -1380,7 +1372,6 @@ func TestKnownBugStaleWebhookAfterOwnCall(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.settle()
-	if th := h.thread(psid); th.State != states.Bot {
-		t.Errorf("after a pass webhook stamped before RingCX's own later pass: threadctl %s, Meta's owner %q; want bot (the event is stale)", th.State, h.sim.Thread(pageID, psid).OwnerAppID)
-	}
+	// Applied, the event is corrected by the owner recheck it arms.
+	h.want(psid, states.Bot, botID)
 }

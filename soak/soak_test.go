@@ -1090,7 +1090,7 @@ func (s *soak) reportOff() {
 		slices.Reverse(hs)
 		known := ""
 		if sig, ok := staleWebhook(hs); ok {
-			known = "\nthe signature of a known bug (engine's TestKnownBugStaleWebhookAfterOwnCall): " + sig
+			known = "\na webhook stamped before RingCX's own later call was applied after it (engine's TestStaleWebhookAfterOwnCall): " + sig
 		}
 		var b strings.Builder
 		log := s.sim.Log(o.key.PageID, o.key.PSID)
@@ -1131,7 +1131,7 @@ func (s *soak) debug(page, psid string) (server.ThreadView, error) {
 // staleWebhook finds in a thread's history (oldest first) a webhook event
 // applied after a change RingCX made itself with a Graph call that began
 // after Meta stamped the event: the event was stale (see the engine's
-// TestKnownBugStaleWebhookAfterOwnCall).
+// TestStaleWebhookAfterOwnCall).
 func staleWebhook(hs []engine.HistoryEntry) (string, bool) {
 	for j, w := range hs {
 		if w.Cause != engine.CauseWebhook || w.Outcome != engine.OutcomeApplied || w.MetaTime.IsZero() {
