@@ -97,14 +97,15 @@ func TestScale(t *testing.T) {
 	t.Logf("machine: %d CPUs; data under %s", cpuCount(), root)
 	smallDir, largeDir := filepath.Join(root, "small"), filepath.Join(root, "large")
 	small := loadAndRestart(t, cfg, smallDir, cfg.small)
-	// The large store must fit: estimated from the small one's bytes per
-	// thread, it may take at most maxDisk of the free space.
+	// The large store must fit: estimated from the small one's file bytes
+	// per thread (which overstate a large store's) and its log (a segment,
+	// whatever the size), it may take at most maxDisk of the free space.
 	var st unix.Statfs_t
 	if err := unix.Statfs(root, &st); err != nil {
 		t.Fatal(err)
 	}
 	free := float64(st.Bavail) * float64(st.Bsize)
-	need := small.bytesPerThread() * float64(cfg.large) * 1.25
+	need := 1.1*float64(small.dbBytes)/float64(small.threads)*float64(cfg.large) + float64(small.logBytes)
 	t.Logf("large store: about %.1f GB expected, %.1f GB free", need/1e9, free/1e9)
 	if need > cfg.maxDisk*free {
 		t.Fatalf("%d threads would need about %.1f GB, over %.0f %% of the %.1f GB free: not run", cfg.large, need/1e9, 100*cfg.maxDisk, free/1e9)
