@@ -167,6 +167,31 @@ func TestClientRetries(t *testing.T) {
 	}
 }
 
+// TestClientUnansweredThenRefused: when an attempt got no answer (Meta may
+// have applied it) and Meta refuses the retry, the call's outcome is
+// unknown: an UnansweredError, which still unwraps to Meta's answer. A
+// refusal of a first attempt is Meta's answer alone.
+func TestClientUnansweredThenRefused(t *testing.T) {
+	refusal := sim.Fault{Call: "request_thread_control", Status: 400, Code: 100, Message: "(#100) You cannot request thread control: your app is already the thread owner", Count: 1}
+	for _, reset := range []bool{true, false} {
+		f := newSim(t)
+		f.sim.CustomerMessage(pageID, psid, "hi")
+		if reset {
+			f.sim.SetFault(sim.Fault{Call: "request_thread_control", Reset: true, Count: 1})
+		}
+		f.sim.SetFault(refusal)
+		err := f.ringcx.RequestThreadControl(ctx, pageID, psid, "")
+		var me *messenger.Error
+		if !errors.As(err, &me) || me.Code != 100 {
+			t.Fatalf("reset %v: error %v, want Meta's code 100 within", reset, err)
+		}
+		var ue *messenger.UnansweredError
+		if got := errors.As(err, &ue); got != reset {
+			t.Errorf("reset %v: an UnansweredError = %v (%v), want %v", reset, got, err, reset)
+		}
+	}
+}
+
 func TestClientRefusesUnknownPage(t *testing.T) {
 	f := newSim(t)
 	err := f.ringcx.TakeThreadControl(ctx, "999", psid, "")
