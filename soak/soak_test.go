@@ -981,7 +981,11 @@ func (s *soak) verifyHooks(ctx context.Context, db *store.DB, cycle int, final b
 	have := map[string]int{}
 	entries := map[engine.ThreadKey][]engine.HistoryEntry{}
 	for k, ms := range since {
-		hs, err := history(ctx, db, k, time.UnixMilli(ms-1))
+		// Entries are matched by Meta's time, but history is read back
+		// by threadctl's time (At): Meta's stamps may lead threadctl's
+		// clock (the simulator's are strictly increasing milliseconds), so
+		// read from well before. Older entries cannot match a newer event.
+		hs, err := history(ctx, db, k, time.UnixMilli(ms).Add(-10*time.Second))
 		if err != nil {
 			s.fail("cycle %d: reading the history of %s: %v", cycle, k, err)
 			return 0
