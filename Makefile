@@ -48,12 +48,16 @@ bench:
 # under concurrent handovers, agent work and webhooks, each followed by
 # threadctl check and a check that every acknowledged transition survived;
 # then every thread must agree with Meta (the simulator, in the test
-# process). About an hour for the default 1000 cycles; loopback only.
-SOAK_CYCLES ?= 1000
+# process). About 20 minutes for the default 1000 cycles; loopback only.
+# Then the linearizability check (engine/linearizability_test.go) runs for
+# LIN_DURATION over every table, in rounds.
+SOAK_CYCLES  ?= 1000
+LIN_DURATION ?= 5m
 
 soak: build
 	THREADCTL_SOAK_CYCLES=$(SOAK_CYCLES) THREADCTL_BIN=$(abspath $(BIN)) \
 		$(GO) test ./soak/ -run '^TestSoak$$' -count=1 -v -timeout 6h
+	THREADCTL_LIN_DURATION=$(LIN_DURATION) $(GO) test -race ./engine/ -run '^TestLinearizability$$' -count=1 -v -timeout 2h
 
 # Issue #14's scale run (store/scale_test.go): loads SCALE_THREADS threads
 # (default 1 000 000) and a small store (SCALE_SMALL, 20 000) through the
