@@ -109,7 +109,11 @@ func init() {
 // simulator as Meta.
 func config(simURL string) string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "api_tokens: [%s]\ngraph: {base_url: %q, version: v19.0, timeout: 5s}\nwebhook: {verify_token: %s}\npages:\n", apiToken, simURL, verifyToken)
+	// Every history entry is kept: the checks look for each acknowledged
+	// transition's entry, and a thread can make more than retention's
+	// default 100 in one cycle (Meta's retries of the webhooks a kill
+	// left unanswered). Retention under load is engine/retention_test.go's.
+	fmt.Fprintf(&b, "api_tokens: [%s]\ngraph: {base_url: %q, version: v19.0, timeout: 5s}\nwebhook: {verify_token: %s}\nretention: {history_keep: -1}\npages:\n", apiToken, simURL, verifyToken)
 	for _, p := range soakPages {
 		fmt.Fprintf(&b, "  - page_id: %q\n    primary: bot\n    ringcx_app_id: %q\n    ringcx_app_secret: %s\n    page_token: %s\n    bot_app_ids: [%q, %q]\n    pending_timeout: 1s\n    routing: %s\n",
 			p.id, ringcxID, ringcxSecret, p.token(ringcxID), botID, bot2ID, p.routing)
