@@ -141,8 +141,18 @@ type budget struct {
 // event again.
 func (e *Engine) applyLocked(ctx context.Context, in *Input) (Result, error) {
 	b := budget{owner: 1, page: 2}
+	conflicts := 0
 	for {
 		res, err, then := e.attempt(ctx, in, &b)
+		if then == done && errors.Is(err, ErrConflict) && conflicts < maxConflicts && ctx.Err() == nil {
+			// Another instance changed the thread since it was read (the
+			// store refused the commit or the intent): read it again and
+			// decide again. A Graph call this attempt made is not recorded.
+			conflicts++
+			e.cache.drop(in.Key)
+			e.conflictPause(ctx, conflicts)
+			continue
+		}
 		switch then {
 		case done:
 			return res, err
@@ -193,6 +203,11 @@ func (e *Engine) attempt(ctx context.Context, in *Input, b *budget) (Result, err
 		return Result{}, storeError(err, "reading thread"), done
 	}
 
+	if in.openIntervention != nil && t.Intervention != "" {
+		// Checked again on each attempt: another instance may have opened
+		// one since the caller looked.
+		return Result{From: t.State, To: t.State, Thread: t}, errorf(CodeConflict, nil, "an intervention (%s) is already open on this identity; close it before opening another", t.Intervention), done
+	}
 	if in.DedupKey != "" && slices.Contains(t.Seen, dedupHash(in.DedupKey)) {
 		return Result{Outcome: OutcomeDuplicate, From: t.State, To: t.State, Thread: t}, nil, done
 	}
@@ -442,8 +457,16 @@ func (e *Engine) refreshOwner(ctx context.Context, key ThreadKey, cause Cause) (
 	}
 	rec.Target = owner
 	in := &Input{Event: states.OwnerObserved, Observed: observe(page, owner, expires), AppID: owner, Key: key, Cause: cause, calls: []CallRecord{rec}}
-	res, err, _ := e.attempt(ctx, in, &budget{})
-	return res, err
+	for n := 1; ; n++ {
+		res, err, _ := e.attempt(ctx, in, &budget{})
+		if !errors.Is(err, ErrConflict) || n > maxConflicts || ctx.Err() != nil {
+			return res, err
+		}
+		// Another instance changed the thread meanwhile: record Meta's
+		// answer on the thread as it is now.
+		e.cache.drop(key)
+		e.conflictPause(ctx, n)
+	}
 }
 
 func observe(page Page, owner string, expires time.Time) states.Observed {

@@ -55,6 +55,14 @@ func (e *Engine) CloseIntervention(ctx context.Context, id string) (Intervention
 		return iv, Result{}, e.threadErr(err, key)
 	}
 	if t.Intervention != iv.ID {
+		// The cached record may be older than another instance's commit:
+		// read the thread itself before deciding.
+		e.cache.drop(key)
+		if t, err = e.loadLocked(ctx, key); err != nil {
+			return iv, Result{}, e.threadErr(err, key)
+		}
+	}
+	if t.Intervention != iv.ID {
 		// Not the thread's current intervention: close the record only.
 		iv.Status, iv.ClosedAt = InterventionClosed, e.clock.Now()
 		if err := e.store.Commit(ctx, &Commit{Interventions: []Intervention{iv}}); err != nil {

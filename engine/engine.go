@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/threadctl/threadctl/states"
@@ -77,6 +78,9 @@ func (nopObserver) Pruned(int, int, int)         {}
 type Config struct {
 	Store    Store
 	Graph    Graph
+	// Coordinator, when several instances share Store, says which one
+	// leads (coordinator.go); nil: this engine is alone and leads.
+	Coordinator Coordinator
 	Clock    Clock        // nil: the real clock
 	Logger   *slog.Logger // nil: discard
 	Observer Observer     // nil: none
@@ -132,8 +136,10 @@ type Engine struct {
 	log   *slog.Logger
 	obs   Observer
 
-	locks locks
-	sched *scheduler
+	locks  locks
+	sched  *scheduler
+	coord  Coordinator
+	leader atomic.Bool // while coord says this instance leads
 	cache *threadCache
 
 	learnMu   sync.Mutex // serialises changes to a page's settings
@@ -213,7 +219,7 @@ func New(cfg Config) (*Engine, error) {
 		cfg.ExtendBy = MaxExtension
 	}
 	e := &Engine{
-		cfg: cfg, store: cfg.Store, clock: cfg.Clock, log: cfg.Logger, obs: cfg.Observer,
+		cfg: cfg, store: cfg.Store, clock: cfg.Clock, log: cfg.Logger, obs: cfg.Observer, coord: cfg.Coordinator,
 		graph:     newBoundedGraph(cfg.Graph, cfg.MaxGraphInFlight, cfg.Observer.GraphInFlight),
 		pages:     map[string]Page{},
 		confirmed: map[string]time.Time{},
@@ -279,6 +285,9 @@ func (e *Engine) Start(ctx context.Context) error {
 		e.sched.run()
 	}()
 	e.spawn(e.pruner)
+	if e.coord != nil {
+		e.spawn(e.coordinate)
+	}
 	restored, err := e.store.Restored(ctx)
 	if err != nil {
 		return storeError(err, "reading the store's marks")
