@@ -76,14 +76,14 @@ func (nopObserver) Pruned(int, int, int)         {}
 
 // Config wires an engine. Store and Graph are required.
 type Config struct {
-	Store    Store
-	Graph    Graph
+	Store Store
+	Graph Graph
 	// Coordinator, when several instances share Store, says which one
 	// leads (coordinator.go); nil: this engine is alone and leads.
 	Coordinator Coordinator
-	Clock    Clock        // nil: the real clock
-	Logger   *slog.Logger // nil: discard
-	Observer Observer     // nil: none
+	Clock       Clock        // nil: the real clock
+	Logger      *slog.Logger // nil: discard
+	Observer    Observer     // nil: none
 
 	// ControlWindow is Meta's control expiry without activity (default 24 h).
 	ControlWindow time.Duration
@@ -140,7 +140,7 @@ type Engine struct {
 	sched  *scheduler
 	coord  Coordinator
 	leader atomic.Bool // while coord says this instance leads
-	cache *threadCache
+	cache  *threadCache
 
 	learnMu   sync.Mutex // serialises changes to a page's settings
 	pagesMu   sync.RWMutex
