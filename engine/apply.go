@@ -56,6 +56,10 @@ type Input struct {
 	timer             *Timer
 	calls             []CallRecord // calls made before deciding (thread_owner)
 	accepted          bool         // an accepted webhook event: a transient failure is retried
+	// intent is set once an attempt stored a Graph call's intent: the
+	// event's commit resolves it, even when a retry (after a conflict)
+	// decides no call.
+	intent bool
 }
 
 // Outcomes beyond the recorded ones of HistoryEntry.
@@ -353,6 +357,7 @@ func (e *Engine) callWithIntent(ctx context.Context, t *Thread, in *Input, page 
 			e.cache.drop(t.Key())
 			return CallRecord{Call: string(d.Rule.Call), Target: target, Outcome: "not_sent"}, storeError(err, "recording the Graph call intent")
 		}
+		in.intent = true
 	}
 	return e.graphCall(ctx, page, t.PSID, d.Rule.Call, target)
 }

@@ -30,7 +30,7 @@ func (e *Engine) commit(ctx context.Context, t *Thread, in *Input, page Page, d 
 		c.Prev = &prev
 	}
 	// A call made (or Meta asked) settles whatever intent a crash left.
-	c.ResolveIntent = len(calls) > 0
+	c.ResolveIntent = len(calls) > 0 || in.intent
 
 	if d != nil {
 		e.transition(&next, t, in, page, *d, now)

@@ -43,13 +43,15 @@ type Orphans struct {
 }
 
 // maxConflicts bounds how often one event is decided again after another
-// instance changed its thread between the read and the commit.
-const maxConflicts = 8
+// instance changed its thread between the read and the commit, or was
+// making a Graph call on it: with conflictPause, about 2 s in all.
+const maxConflicts = 10
 
-// conflictPause waits a little (growing, jittered) before the n-th retry
-// of an event whose commit met another instance's.
+// conflictPause waits a little before the n-th retry of an event whose
+// commit met another instance's: growing (5 ms, 20 ms, 45 ms… at most
+// 500 ms), jittered so that two instances do not meet again.
 func (e *Engine) conflictPause(ctx context.Context, n int) {
-	d := time.Duration(n) * time.Duration(1+time.Now().UnixNano()%5) * time.Millisecond
+	d := min(time.Duration(n*n)*5*time.Millisecond, 500*time.Millisecond) + time.Duration(time.Now().UnixNano()%5)*time.Millisecond
 	select {
 	case <-ctx.Done():
 	case <-time.After(d):
@@ -130,3 +132,7 @@ func (e *Engine) takeOver(ctx context.Context) {
 	e.settle(ctx, o.Intents, o.Queued)
 	e.enqueue(o.Accepted)
 }
+
+// Leading reports whether this instance leads: fires the timers and takes
+// over dead instances' work. Without a Coordinator it always does.
+func (e *Engine) Leading() bool { return e.isLeader() }

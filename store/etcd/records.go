@@ -5,6 +5,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -119,12 +120,74 @@ func (s *Store) Commit(ctx context.Context, c *engine.Commit) error {
 	if err := validateCommit(c); err != nil {
 		return err
 	}
-	for range 8 {
-		if err := s.commitOnce(ctx, c); err != errRetry {
+	start := time.Now()
+	for n := 1; n <= 64; n++ {
+		err := s.commitOnce(ctx, c)
+		var amb *ambiguousError
+		switch {
+		case errors.As(err, &amb):
+			// etcd did not answer (a member went down, a leader election):
+			// whether the transaction was applied is unknown. Look, and
+			// try again if it was not, for as long as a request may take.
+			if time.Since(start) > s.opts.RequestTimeout || ctx.Err() != nil {
+				return s.unavailable(amb.err, "committing")
+			}
+			s.pause(ctx, n)
+			landed, verr := s.landed(ctx, c)
+			if verr == nil && landed {
+				return nil
+			}
+			if verr != nil && !errors.As(verr, &amb) {
+				return verr
+			}
+		case err != errRetry:
 			return err
 		}
 	}
 	return fmt.Errorf("%w: committing: new queue keys kept colliding", ErrUnavailable)
+}
+
+// ambiguousError is a request etcd did not answer: applied or not.
+type ambiguousError struct{ err error }
+
+func (e *ambiguousError) Error() string { return "no answer from etcd: " + e.err.Error() }
+
+// pause waits before the n-th try of a request etcd did not answer.
+func (s *Store) pause(ctx context.Context, n int) {
+	select {
+	case <-ctx.Done():
+	case <-time.After(time.Duration(min(n, 5)) * 50 * time.Millisecond):
+	}
+}
+
+// landed reports whether a commit etcd did not answer was applied: the
+// thread is at the commit's revision with its record, or the contents it
+// enqueued are queued. A thread at the expected revision, or a commit
+// whose writes are all idempotent, is not (and is tried again); a thread
+// elsewhere is a conflict.
+func (s *Store) landed(ctx context.Context, c *engine.Commit) (bool, error) {
+	if t := c.Thread; t != nil {
+		cur, _, err := s.readThread(ctx, t.Key())
+		switch {
+		case errors.Is(err, engine.ErrNotFound) && c.Expect == 0:
+			return false, nil
+		case err != nil && !errors.Is(err, engine.ErrNotFound):
+			return false, &ambiguousError{err}
+		case err == nil && cur.Revision == t.Revision && cur.State == t.State && cur.UpdatedAt.Equal(t.UpdatedAt):
+			return true, nil
+		case err == nil && cur.Revision == c.Expect:
+			return false, nil
+		}
+		return false, fmt.Errorf("%w: thread %s changed while etcd did not answer", engine.ErrConflict, t.Key())
+	}
+	if len(c.Enqueue) > 0 {
+		q, err := s.Queue(ctx, c.Key)
+		if err != nil {
+			return false, &ambiguousError{err}
+		}
+		return slices.ContainsFunc(q, func(ct engine.Content) bool { return ct.ID == c.Enqueue[0] }), nil
+	}
+	return false, nil
 }
 
 func (s *Store) commitOnce(ctx context.Context, c *engine.Commit) error {
@@ -213,7 +276,10 @@ func (s *Store) commitOnce(ctx context.Context, c *engine.Commit) error {
 		if c.Thread != nil {
 			s.revs.drop(key) // whether it was written is unknown
 		}
-		return s.unavailable(err, "committing")
+		if ctx.Err() != nil || s.closed.Load() {
+			return s.unavailable(err, "committing")
+		}
+		return &ambiguousError{err}
 	}
 	if !resp.Succeeded {
 		if c.Thread == nil {
@@ -368,8 +434,16 @@ func validateCommit(c *engine.Commit) error {
 	return nil
 }
 
+// freshIntent is how long another live instance's intent on a thread keeps
+// this instance from making a Graph call on it: longer than a Graph call
+// takes, short enough that an intent its live instance left unresolved
+// (the call never made) does not block the thread for long.
+const freshIntent = 30 * time.Second
+
 // PutIntent records a Graph call about to be made, claimed by this
-// instance, if the thread is still at the intent's revision.
+// instance, if the thread is still at the intent's revision and no other
+// live instance is making a call on it (its intent is fresh and claimed):
+// so two instances never call Meta about one thread at once.
 func (s *Store) PutIntent(ctx context.Context, in engine.Intent) error {
 	if err := validKey(in.Key); err != nil {
 		return err
@@ -379,6 +453,26 @@ func (s *Store) PutIntent(ctx context.Context, in engine.Intent) error {
 	if err != nil {
 		return err
 	}
+	start := time.Now()
+	for n := 1; ; n++ {
+		err := s.putIntentOnce(ctx, in, v)
+		var amb *ambiguousError
+		if !errors.As(err, &amb) {
+			return err
+		}
+		if time.Since(start) > s.opts.RequestTimeout || ctx.Err() != nil {
+			return s.unavailable(amb.err, "recording an intent")
+		}
+		s.pause(ctx, n)
+		// Applied already? The intent is then ours, as written.
+		vals, gerr := s.getMany(ctx, []string{s.key("intents", tk(in.Key)), s.key("claims", "intents", tk(in.Key))})
+		if _, me := s.lease(); gerr == nil && string(vals[0]) == v && string(vals[1]) == me {
+			return nil
+		}
+	}
+}
+
+func (s *Store) putIntentOnce(ctx context.Context, in engine.Intent, v string) error {
 	mod, ok := s.revs.get(in.Key, in.Revision)
 	if !ok {
 		cur, m, err := s.readThread(ctx, in.Key)
@@ -390,15 +484,40 @@ func (s *Store) PutIntent(ctx context.Context, in engine.Intent) error {
 		}
 		mod = m
 	}
-	lease, _ := s.lease()
+	ik, ck := s.key("intents", tk(in.Key)), s.key("claims", "intents", tk(in.Key))
+	lease, me := s.lease()
 	c, cancel := s.ctx(ctx)
 	defer cancel()
-	resp, err := s.cli.Txn(c).If(clientv3.Compare(clientv3.ModRevision(s.threadKey(in.Key)), "=", mod)).Then(
-		clientv3.OpPut(s.key("intents", tk(in.Key)), v),
-		clientv3.OpPut(s.key("claims", "intents", tk(in.Key)), leaseHex(lease), clientv3.WithLease(lease)),
+	// The intent and its claim as they are, to compare unchanged.
+	cur, err := s.cli.Txn(c).Then(clientv3.OpGet(ik), clientv3.OpGet(ck)).Commit()
+	if err != nil {
+		return s.unavailable(err, "reading an intent")
+	}
+	var imod, cmod int64
+	if kvs := cur.Responses[0].GetResponseRange().Kvs; len(kvs) > 0 {
+		imod = kvs[0].ModRevision
+		var other engine.Intent
+		claims := cur.Responses[1].GetResponseRange().Kvs
+		if len(claims) > 0 && string(claims[0].Value) != me && json.Unmarshal(kvs[0].Value, &other) == nil && time.Since(other.At) < freshIntent {
+			return fmt.Errorf("%w: another instance (%s) is making a Graph call on thread %s", engine.ErrConflict, claims[0].Value, in.Key)
+		}
+	}
+	if kvs := cur.Responses[1].GetResponseRange().Kvs; len(kvs) > 0 {
+		cmod = kvs[0].ModRevision
+	}
+	resp, err := s.cli.Txn(c).If(
+		clientv3.Compare(clientv3.ModRevision(s.threadKey(in.Key)), "=", mod),
+		clientv3.Compare(clientv3.ModRevision(ik), "=", imod),
+		clientv3.Compare(clientv3.ModRevision(ck), "=", cmod),
+	).Then(
+		clientv3.OpPut(ik, v),
+		clientv3.OpPut(ck, me, clientv3.WithLease(lease)),
 	).Commit()
 	if err != nil {
-		return s.unavailable(err, "recording an intent")
+		if ctx.Err() != nil || s.closed.Load() {
+			return s.unavailable(err, "recording an intent")
+		}
+		return &ambiguousError{err}
 	}
 	if !resp.Succeeded {
 		s.revs.drop(in.Key)
@@ -772,17 +891,38 @@ func (s *Store) Accept(ctx context.Context, events []engine.Notice) ([]uint64, e
 		if len(ops)+len(cmps) > s.opts.MaxTxnOps {
 			return nil, fmt.Errorf("store: %d webhook events in one delivery exceed etcd's %d operations per transaction", len(events), s.opts.MaxTxnOps)
 		}
-		c, cancel := s.ctx(ctx)
-		resp, err := s.cli.Txn(c).If(cmps...).Then(ops...).Commit()
-		cancel()
+		resp, err := s.acceptTxn(ctx, cmps, ops, s.key("inbox", hex16(seqs[0])), me)
 		if err != nil {
-			return nil, s.unavailable(err, "accepting webhook events")
+			return nil, err
 		}
-		if resp.Succeeded {
+		if resp {
 			return seqs, nil
 		}
 	}
 	return nil, fmt.Errorf("%w: accepting webhook events: sequence numbers kept colliding", ErrUnavailable)
+}
+
+// acceptTxn runs Accept's transaction; when etcd does not answer, it looks
+// whether the first event's claim is this instance's (then it was
+// applied), and tries again if not, for as long as a request may take.
+func (s *Store) acceptTxn(ctx context.Context, cmps []clientv3.Cmp, ops []clientv3.Op, first, me string) (bool, error) {
+	start := time.Now()
+	for n := 1; ; n++ {
+		c, cancel := s.ctx(ctx)
+		resp, err := s.cli.Txn(c).If(cmps...).Then(ops...).Commit()
+		cancel()
+		if err == nil {
+			return resp.Succeeded, nil
+		}
+		if ctx.Err() != nil || s.closed.Load() || time.Since(start) > s.opts.RequestTimeout {
+			return false, s.unavailable(err, "accepting webhook events")
+		}
+		s.pause(ctx, n)
+		claim := strings.Replace(first, s.key("inbox")+"/", s.key("claims", "inbox")+"/", 1)
+		if vals, gerr := s.getMany(ctx, []string{claim}); gerr == nil && string(vals[0]) == me {
+			return true, nil
+		}
+	}
 }
 
 func (s *Store) nextSeqs(now time.Time, n int) []uint64 {

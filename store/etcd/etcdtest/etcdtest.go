@@ -141,6 +141,20 @@ func (c *Cluster) Endpoints() []string {
 	return out
 }
 
+// Leader is the index of the member leading the cluster's raft group, or
+// -1 if none does (or it is not known yet).
+func (c *Cluster) Leader() int {
+	for i, m := range c.members {
+		m.mu.Lock()
+		e := m.etcd
+		m.mu.Unlock()
+		if e != nil && e.Server.Leader() == e.Server.MemberID() {
+			return i
+		}
+	}
+	return -1
+}
+
 // StopMember stops member i (0-based), as a machine going down.
 func (c *Cluster) StopMember(i int) {
 	m := c.members[i]
