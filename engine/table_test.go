@@ -70,7 +70,13 @@ func tableOpts(tbl states.Table) harnessOpts {
 }
 
 func runCell(t *testing.T, tbl states.Table, ev states.Event, obs states.Observed, from states.State) {
+	runCellWith(t, tbl, ev, obs, from, nil)
+}
+
+// runCellWith runs one cell on the store openStore opens (nil: bbolt).
+func runCellWith(t *testing.T, tbl states.Table, ev states.Event, obs states.Observed, from states.State, openStore func() (engine.Store, engine.Coordinator, func() error, error)) {
 	opts := tableOpts(tbl)
+	opts.openStore = openStore
 	if ev == states.RequestExpired {
 		opts.pendingTimeout = 100 * time.Millisecond
 	}
