@@ -97,7 +97,10 @@ type Config struct {
 	// sent) running at once (default 16).
 	Workers int
 	// CacheSize bounds how many thread records are kept in memory (default
-	// 65536).
+	// 65536; negative: none). With a Coordinator the default is none: when
+	// several instances share the store a cached record is often stale — a
+	// stale hit costs a refused transaction, a read and a second try, where
+	// reading first costs the read alone.
 	CacheSize int
 	// MaxGraphInFlight bounds the Graph API calls in flight per page
 	// (default 32): more wait for a slot until their context ends.
@@ -188,7 +191,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 16
 	}
-	if cfg.CacheSize <= 0 {
+	if cfg.CacheSize == 0 && cfg.Coordinator == nil {
 		cfg.CacheSize = 65536
 	}
 	if cfg.MaxGraphInFlight <= 0 {

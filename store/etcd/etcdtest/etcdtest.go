@@ -80,13 +80,18 @@ func Start(o Options) (*Cluster, error) {
 	}
 	for _, m := range c.members {
 		cfg := embed.NewConfig()
+		if _, err := os.Stat(filepath.Join(dir, m.name, "member")); err == nil {
+			cfg.ClusterState = embed.ClusterStateFlagExisting
+		}
 		cfg.Name = m.name
 		cfg.Dir = filepath.Join(dir, m.name)
 		cfg.ListenClientUrls, cfg.AdvertiseClientUrls = []url.URL{m.client}, []url.URL{m.client}
 		cfg.ListenPeerUrls, cfg.AdvertisePeerUrls = []url.URL{m.peer}, []url.URL{m.peer}
 		cfg.InitialCluster = strings.Join(initial, ",")
 		cfg.InitialClusterToken = c.token
-		cfg.ClusterState = embed.ClusterStateFlagNew
+		if cfg.ClusterState != embed.ClusterStateFlagExisting {
+			cfg.ClusterState = embed.ClusterStateFlagNew
+		}
 		cfg.LogLevel = "fatal" // its shutdown logs errors of closed listeners
 		cfg.AutoCompactionMode, cfg.AutoCompactionRetention = "periodic", "5m"
 		cfg.ListenMetricsUrls = nil
