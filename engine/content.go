@@ -159,6 +159,17 @@ func (e *Engine) scheduleFlush(key ThreadKey) {
 	e.flushing[key] = true
 	e.flushMu.Unlock()
 	e.background(func(ctx context.Context) {
+		// Most threads RingCX gets have nothing queued: look without the
+		// thread's lock, so that the thread's next event is not kept
+		// waiting (on a shared store, not sent to the inbox) by a read.
+		// Contents queued after this look are sent by whoever queues them,
+		// or by the next flush.
+		if q, err := e.store.Queue(ctx, key); err == nil && len(q) == 0 {
+			e.flushMu.Lock()
+			delete(e.flushing, key)
+			e.flushMu.Unlock()
+			return
+		}
 		unlock := e.locks.lock(key)
 		defer unlock()
 		e.flushMu.Lock()
