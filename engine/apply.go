@@ -60,6 +60,12 @@ type Input struct {
 	// event's commit resolves it, even when a retry (after a conflict)
 	// decides no call.
 	intent bool
+	// fresh asks for the thread as the store has it now, not as a cheaper
+	// read may have it (after a conflict).
+	fresh bool
+	// cheap: the attempt decided on the store's cheaper read; wrote: it
+	// stored an intent or tried a commit (whose compare checks the read).
+	cheap, wrote bool
 }
 
 // Outcomes beyond the recorded ones of HistoryEntry.
@@ -154,6 +160,7 @@ func (e *Engine) applyLocked(ctx context.Context, in *Input) (Result, error) {
 			// decide again. A Graph call this attempt made is not recorded.
 			conflicts++
 			e.cache.drop(in.Key)
+			in.fresh = true
 			e.conflictPause(ctx, conflicts)
 			continue
 		}
@@ -188,7 +195,26 @@ func (e *Engine) applyLocked(ctx context.Context, in *Input) (Result, error) {
 // attempt decides in against the stored thread with the page's table, makes
 // the row's Graph call (durable intent first) and commits. b bounds the
 // retries it may ask for.
+//
+// A decision made on a store's cheaper read (ChangeReader) that writes
+// nothing — a refusal, a duplicate, a stale timer, a deferral — is not
+// checked by any compare-and-swap: it is made again on a fresh read.
 func (e *Engine) attempt(ctx context.Context, in *Input, b *budget) (Result, error, next) {
+	saved := *b
+	in.cheap, in.wrote = false, false
+	res, err, then := e.attemptOnce(ctx, in, b)
+	if !in.cheap || in.wrote {
+		return res, err, then
+	}
+	*b = saved
+	fresh := in.fresh
+	in.fresh = true
+	res, err, then = e.attemptOnce(ctx, in, b)
+	in.fresh = fresh
+	return res, err, then
+}
+
+func (e *Engine) attemptOnce(ctx context.Context, in *Input, b *budget) (Result, error, next) {
 	page, err := e.page(in.Key.PageID)
 	if err != nil {
 		return Result{}, err, done
@@ -196,7 +222,7 @@ func (e *Engine) attempt(ctx context.Context, in *Input, b *budget) (Result, err
 	if in.Event == states.HandoverToBot && !page.IsBotApp(in.AppID) {
 		return Result{}, errorf(CodeInvalid, nil, "app_id %q is not a bot app of page %s (bot apps: %v)", in.AppID, page.ID, page.BotAppIDs), done
 	}
-	t, err := e.loadLocked(ctx, in.Key)
+	t, err := e.loadForChange(ctx, in)
 	switch {
 	case errors.Is(err, ErrNotFound) && in.Create:
 		now := e.clock.Now()
@@ -272,6 +298,38 @@ func contradicts(channel string, st states.State) bool {
 		return false
 	}
 	return (channel == ChannelStandby) != (states.Holder(st) == states.ObservedOther)
+}
+
+// ChangeReader is implemented by a store that can read a thread about to be
+// changed more cheaply than a read that answers a caller — etcd from the
+// member it talks to, without confirming with the cluster's leader — at the
+// price of a record possibly a little stale. Deciding on a stale record is
+// safe: the compare-and-swap of the intent (before any Graph call) or of
+// the commit refuses it, and the event is decided again on a fresh read.
+type ChangeReader interface {
+	ThreadToChange(ctx context.Context, key ThreadKey) (Thread, error)
+}
+
+// loadForChange reads the thread an attempt decides on: through the cache,
+// else with the store's cheaper read unless in asks for a fresh one.
+func (e *Engine) loadForChange(ctx context.Context, in *Input) (Thread, error) {
+	cr, ok := e.store.(ChangeReader)
+	if !ok || in.fresh {
+		return e.loadLocked(ctx, in.Key)
+	}
+	if t, ok := e.cache.get(in.Key); ok {
+		return t, nil
+	}
+	t, err := cr.ThreadToChange(ctx, in.Key)
+	if errors.Is(err, ErrNotFound) {
+		// Perhaps only not there yet: the thread may have just been created.
+		return e.loadLocked(ctx, in.Key)
+	}
+	if err == nil {
+		in.cheap = true
+		e.cache.put(t)
+	}
+	return t, err
 }
 
 // loadLocked reads a thread through the cache; the caller holds its lock.
@@ -351,6 +409,7 @@ func (e *Engine) callWithIntent(ctx context.Context, t *Thread, in *Input, page 
 			target = page.RingCXAppID
 		}
 	}
+	in.wrote = true
 	if t.Revision > 0 {
 		intent := Intent{Key: t.Key(), Revision: t.Revision, Event: in.Event, Observed: in.Observed, Call: d.Rule.Call, Target: target, Cause: in.Cause, At: e.clock.Now()}
 		if err := e.store.PutIntent(ctx, intent); err != nil {

@@ -59,10 +59,10 @@ func (s *Store) PutPage(ctx context.Context, p engine.Page) error {
 }
 
 // readThread reads a thread and remembers the ModRevision of its revision.
-func (s *Store) readThread(ctx context.Context, k engine.ThreadKey) (engine.Thread, int64, error) {
+func (s *Store) readThread(ctx context.Context, k engine.ThreadKey, opts ...clientv3.OpOption) (engine.Thread, int64, error) {
 	c, cancel := s.ctx(ctx)
 	defer cancel()
-	resp, err := s.cli.Get(c, s.threadKey(k))
+	resp, err := s.cli.Get(c, s.threadKey(k), opts...)
 	if err != nil {
 		return engine.Thread{}, 0, s.unavailable(err, "reading thread "+k.String())
 	}
@@ -84,6 +84,19 @@ func (s *Store) Thread(ctx context.Context, k engine.ThreadKey) (engine.Thread, 
 		return engine.Thread{}, engine.ErrNotFound
 	}
 	t, _, err := s.readThread(ctx, k)
+	return t, err
+}
+
+// ThreadToChange reads a thread the engine is about to change from the
+// member this client talks to (a serializable read: no round to the
+// cluster's leader), possibly a little behind; the commit's compare on the
+// ModRevision refuses a decision made on a stale record
+// (engine.ChangeReader).
+func (s *Store) ThreadToChange(ctx context.Context, k engine.ThreadKey) (engine.Thread, error) {
+	if err := validKey(k); err != nil {
+		return engine.Thread{}, engine.ErrNotFound
+	}
+	t, _, err := s.readThread(ctx, k, clientv3.WithSerializable())
 	return t, err
 }
 
