@@ -134,11 +134,15 @@ func (s *Store) Commit(ctx context.Context, c *engine.Commit) error {
 		return err
 	}
 	start := time.Now()
-	for n := 1; n <= 64; n++ {
+	collisions := 0
+	for n := 1; collisions < 64; n++ {
 		err := s.commitOnce(ctx, c)
 		var amb *ambiguousError
+		if errors.Is(err, ErrUnavailable) && ctx.Err() == nil && !s.closed.Load() {
+			amb = &ambiguousError{err} // a read before the transaction failed: try again
+		}
 		switch {
-		case errors.As(err, &amb):
+		case amb != nil:
 			// etcd did not answer (a member went down, a leader election):
 			// whether the transaction was applied is unknown. Look, and
 			// try again if it was not, for as long as a request may take.
@@ -155,6 +159,8 @@ func (s *Store) Commit(ctx context.Context, c *engine.Commit) error {
 			}
 		case err != errRetry:
 			return err
+		default:
+			collisions++
 		}
 	}
 	return fmt.Errorf("%w: committing: new queue keys kept colliding", ErrUnavailable)
@@ -470,7 +476,11 @@ func (s *Store) PutIntent(ctx context.Context, in engine.Intent) error {
 	for n := 1; ; n++ {
 		err := s.putIntentOnce(ctx, in, v)
 		var amb *ambiguousError
-		if !errors.As(err, &amb) {
+		switch {
+		case errors.As(err, &amb):
+		case errors.Is(err, ErrUnavailable) && ctx.Err() == nil && !s.closed.Load():
+			amb = &ambiguousError{err} // a read before the transaction failed: try again
+		default:
 			return err
 		}
 		if time.Since(start) > s.opts.RequestTimeout || ctx.Err() != nil {
