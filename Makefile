@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= bin/threadctl
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: build run cluster test fuzz bench setup docs clean
+.PHONY: build run cluster test fuzz bench soak scale setup docs clean
 
 build:
 	$(GO) build -o $(BIN) .
@@ -63,6 +63,32 @@ fuzz:
 # Every benchmark three times; read ratios within one run (see README).
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=3 ./...
+
+# The soak (soak/soak_test.go): SOAK_CYCLES SIGKILLs of the built binary
+# under concurrent handovers, agent work and webhooks, each followed by
+# threadctl check and a check that every acknowledged transition survived;
+# then every thread must agree with Meta (the simulator, in the test
+# process). About an hour for the default 1000 cycles; loopback only.
+SOAK_CYCLES ?= 1000
+
+soak: build
+	THREADCTL_SOAK_CYCLES=$(SOAK_CYCLES) THREADCTL_BIN=$(abspath $(BIN)) \
+		$(GO) test ./soak/ -run '^TestSoak$$' -count=1 -v -timeout 6h
+
+# Issue #14's scale run (store/scale_test.go): loads SCALE_THREADS threads
+# (default 1 000 000) and a small store (SCALE_SMALL, 20 000) through the
+# engine, restarts the built binary on each, and prints one table: restart
+# time to /readyz, RSS after it, file bytes per thread, listing time,
+# webhook throughput at both sizes, the retention pruner's pass. The load
+# generator is built from SCALE_LOADGEN (default shared/bench/loadgen beside
+# the repository). Data goes under SCALE_DIR (default $TMPDIR) and is
+# removed. The 10 M run:  SCALE_THREADS=10000000 make scale
+SCALE_THREADS ?= 1000000
+SCALE_LOADGEN ?= $(firstword $(wildcard $(abspath ../shared/bench/loadgen) $(abspath ../../shared/bench/loadgen)))
+
+scale: build
+	SCALE_THREADS=$(SCALE_THREADS) SCALE_BIN=$(abspath $(BIN)) SCALE_LOADGEN=$(SCALE_LOADGEN) \
+		$(GO) test ./store -run '^TestScale$$' -count=1 -v -timeout 6h
 
 # Redraws the diagrams under docs/ (the workflows by playing them).
 docs: build

@@ -90,7 +90,7 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 		return fmt.Errorf("no store at %s: %w", path, err)
 	}
 	// The log first, as it is on disk; opening the store replays it.
-	problems, rep, err := store.CheckLog(dir, store.Options{OpenTimeout: time.Second})
+	problems, notes, rep, err := store.CheckLog(dir, store.Options{OpenTimeout: time.Second})
 	if err != nil {
 		return fmt.Errorf("%w (stop the service first: check needs the file to itself)", err)
 	}
@@ -116,7 +116,10 @@ func cmdCheck(ctx context.Context, args []string, stdout, stderr io.Writer) erro
 	for _, n := range counts {
 		total += n
 	}
-	fmt.Fprintf(stdout, "%s: ok (%d threads: %d idle, %d bot, %d agent, %d pending-request; log: %d records replayed, %d segments)\n", path, total,
+	for _, n := range notes {
+		fmt.Fprintln(stdout, "note: "+n)
+	}
+	fmt.Fprintf(stdout, "%s: ok (%d threads: %d idle, %d bot, %d agent, %d pending-request; log: %d records in %d segments)\n", path, total,
 		counts[states.Idle], counts[states.Bot], counts[states.Agent], counts[states.Pending], rep.Records, rep.Segments)
 	return nil
 }

@@ -3,6 +3,7 @@ module github.com/threadctl/threadctl
 go 1.26.8
 
 require (
+	github.com/anishathalye/porcupine v1.3.1
 	github.com/chromedp/chromedp v0.23.0
 	github.com/google/btree v1.1.3
 	github.com/labstack/echo/v4 v4.16.0

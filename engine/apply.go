@@ -56,6 +56,7 @@ type Input struct {
 	timer             *Timer
 	calls             []CallRecord // calls made before deciding (thread_owner)
 	accepted          bool         // an accepted webhook event: a transient failure is retried
+	lastCall          time.Time    // when threadctl last started a Graph call on the thread, before this event
 	// intent is set once an attempt stored a Graph call's intent: the
 	// event's commit resolves it, even when a retry (after a conflict)
 	// decides no call.
@@ -94,6 +95,7 @@ func (e *Engine) Apply(ctx context.Context, in Input) (Result, error) {
 	}
 	unlock := e.locks.lock(in.Key)
 	defer unlock()
+	in.lastCall = e.recent.last(in.Key)
 	return e.applyLocked(ctx, &in)
 }
 
@@ -435,6 +437,7 @@ func (e *Engine) graphCall(ctx context.Context, page Page, psid string, call sta
 		states.CallExtend:  func() error { return e.graph.ExtendThreadControl(ctx, page.ID, psid, e.cfg.ExtendBy) },
 	}
 	start := e.clock.Now()
+	e.recent.note(ThreadKey{PageID: page.ID, PSID: psid}, start)
 	err := fmt.Errorf("unknown call %q", call)
 	if fn, ok := calls[call]; ok {
 		err = fn()
@@ -503,6 +506,12 @@ func wrapCallErr(err error, calls []CallRecord) error {
 	if n := len(calls); n > 0 {
 		call = calls[n-1].Call
 	}
+	var answered interface{ Transient() bool }
+	var unknown interface{ OutcomeUnknown() bool }
+	if !errors.As(err, &answered) || errors.As(err, &unknown) {
+		// No answer (a timeout, a reset): Meta may have applied the call.
+		return errorf(CodeMeta, err, "Meta did not answer %s, so whether it took effect is unknown; threadctl keeps the thread as it was and asks Meta who owns it shortly", call)
+	}
 	return errorf(CodeMeta, err, "Meta refused or failed %s; the thread did not change", call)
 }
 
@@ -514,6 +523,7 @@ func (e *Engine) refreshOwner(ctx context.Context, key ThreadKey, cause Cause) (
 		return Result{}, err
 	}
 	start := e.clock.Now()
+	e.recent.note(key, start)
 	owner, expires, err := e.graph.ThreadOwner(ctx, key.PageID, key.PSID)
 	rec := record("thread_owner", "", start, e.clock.Now(), err)
 	if err != nil {

@@ -103,6 +103,10 @@ func TestBackupUnderLoad(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
+				hs, _ := eng.History(ctx, key(p), 0, 12)
+				for _, e := range hs {
+					t.Logf("%d %s %s %s(%s) %s→%s %s meta %s %v", e.Revision, e.At.Format("05.000000"), e.Cause, e.Event, e.Observed, e.From, e.To, e.Outcome, e.MetaTime.Format("05.000"), e.Calls)
+				}
 				t.Fatalf("after the restore: %s", msg)
 			}
 			time.Sleep(10 * time.Millisecond)

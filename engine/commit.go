@@ -71,12 +71,23 @@ func (e *Engine) commit(ctx context.Context, t *Thread, in *Input, page Page, d 
 	e.armExtension(&next, now)
 	switch {
 	case outcome == OutcomeFailed && slices.ContainsFunc(calls, func(r CallRecord) bool { return r.Outcome == CallUnknown }):
-		// Whether the call took effect is unknown: ask Meta again later.
-		if next.RecheckAt.IsZero() {
-			next.RecheckAt = now.Add(e.cfg.RetryDelay)
-		}
-	case in.Event == states.OwnerObserved && outcome != OutcomeIgnored,
-		slices.ContainsFunc(calls, func(r CallRecord) bool { return r.Outcome == CallOK && r.Call != "thread_owner" }):
+		// Whether the call took effect is unknown, and Meta may apply it
+		// late, after the calls made since: ask Meta again RetryDelay
+		// after the last such call.
+		next.RecheckAt = maxTime(next.RecheckAt, now.Add(e.cfg.RetryDelay))
+	case in.Cause == CauseWebhook && !in.MetaTime.IsZero() && in.MetaTime.Add(metaTimeResolution).Before(in.lastCall) &&
+		(next.State != prev.State || slices.ContainsFunc(calls, func(r CallRecord) bool { return r.Outcome == CallOK && r.Call != "thread_owner" })):
+		// A webhook event sent by Meta before threadctl's last Graph call on
+		// the thread, and applied after it (it waited in the inbox behind
+		// the thread's work or a call Meta kept failing, or Meta delivered
+		// it late), changed the thread: it may undo what that call did, or
+		// contradict what it saw, at Meta. Ask Meta again. (Meta's clock
+		// and threadctl's are compared: a skew costs an owner check too
+		// many or too few, no more.)
+		next.RecheckAt = maxTime(next.RecheckAt, now.Add(e.cfg.RetryDelay))
+	case in.Event == states.OwnerObserved && outcome != OutcomeIgnored && !now.Before(next.RecheckAt):
+		// Only Meta's word once the recheck is due settles it: a call that
+		// succeeded since says nothing of one whose answer was lost.
 		next.RecheckAt = time.Time{}
 	}
 	if outcome == OutcomeFailed && in.timer != nil {

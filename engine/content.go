@@ -225,11 +225,14 @@ func (e *Engine) flushLocked(ctx context.Context, key ThreadKey) {
 
 // reengage handles a Send API refusal for not owning the thread: refresh the
 // owner from thread_owner, then, unless RingCX holds the thread or waits for
-// it, fire agent_engage for the queued contents.
+// it, fire agent_engage for the queued contents. When Meta cannot be asked,
+// or RingCX cannot ask for control, the queued contents fail with the
+// reason: nothing would send them later.
 func (e *Engine) reengage(ctx context.Context, key ThreadKey, sendErr error) {
 	res, err := e.refreshOwner(ctx, key, CauseCheck)
 	if err != nil {
 		e.log.Warn("flush: refreshing the owner failed", "thread", key, "send_err", sendErr, "err", err)
+		e.failQueued(ctx, key, fmt.Sprintf("Meta refused the message (%v), and could not be asked who controls the thread: %v", sendErr, err))
 		return
 	}
 	if states.Holder(res.To) == states.ObservedRingCX || res.Thread.Pending != nil {
@@ -237,6 +240,19 @@ func (e *Engine) reengage(ctx context.Context, key ThreadKey, sendErr error) {
 	}
 	if _, err := e.applyLocked(ctx, &Input{Event: states.AgentEngage, Key: key, Cause: CauseAgent}); err != nil {
 		e.log.Warn("flush: asking for control again failed", "thread", key, "err", err)
+		e.failQueued(ctx, key, "another app controls the thread, and RingCX could not get control back: "+err.Error())
+	}
+}
+
+// failQueued fails every content queued on a thread, with reason.
+func (e *Engine) failQueued(ctx context.Context, key ThreadKey, reason string) {
+	c := &Commit{Key: key}
+	err := e.failQueue(ctx, c, key, reason)
+	if err == nil && len(c.Contents) > 0 {
+		err = e.store.Commit(ctx, c)
+	}
+	if err != nil {
+		e.log.Error("flush: failing queued contents", "thread", key, "err", err)
 	}
 }
 

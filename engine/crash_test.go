@@ -2,16 +2,21 @@ package engine_test
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
+	"log/slog"
 	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
+	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -25,7 +30,8 @@ import (
 
 // The crash child: with THREADCTL_CRASH_CHILD=<data dir>|<sim url> the test
 // binary applies random events forever and prints "ack <psid> <revision>
-// <event>" after each Apply that returned success; the parent kills it.
+// <event>" after each Apply that returned success, and "rotated <n>" when
+// its log has started its n-th new segment; the parent kills it.
 func TestMain(m *testing.M) {
 	if spec := os.Getenv("THREADCTL_CRASH_CHILD"); spec != "" {
 		dir, simURL, _ := strings.Cut(spec, "|")
@@ -37,8 +43,15 @@ func TestMain(m *testing.M) {
 
 var crashPSIDs = []string{"7100000000000001", "7100000000000002", "7100000000000003", "7100000000000004", "7100000000000005"}
 
+// crashStoreOptions are the store's options in the crash test, child and
+// parent: small log segments and checkpoints every 2 ms, so that kills land
+// while a checkpoint is written to bbolt and around the log's rotations.
+func crashStoreOptions(logger *slog.Logger) store.Options {
+	return store.Options{SegmentSize: 16 << 10, CheckpointInterval: 2 * time.Millisecond, Logger: logger}
+}
+
 func crashEngine(dir, simURL string) (*store.DB, *engine.Engine, error) {
-	db, err := store.Open(dir, store.Options{})
+	db, err := store.Open(dir, crashStoreOptions(nil))
 	if err != nil {
 		return nil, nil, err
 	}
@@ -68,6 +81,7 @@ func crashChild(dir, simURL string) {
 	fmt.Fprintln(out, "ready")
 	out.Flush()
 	ctx := context.Background()
+	rotations, newest := 0, newestSegment(dir)
 	for i := 0; ; i++ {
 		psid := crashPSIDs[rand.IntN(len(crashPSIDs))]
 		k := engine.ThreadKey{PageID: pageID, PSID: psid}
@@ -105,8 +119,23 @@ func crashChild(dir, simURL string) {
 			continue
 		}
 		fmt.Fprintf(out, "ack %s %d %s\n", psid, res.Thread.Revision, ev)
+		if seg := newestSegment(dir); seg != newest {
+			newest = seg
+			rotations++
+			fmt.Fprintf(out, "rotated %d\n", rotations)
+		}
 		out.Flush()
 	}
+}
+
+// newestSegment is the name of the newest segment of the log in the data
+// directory dir (they are named by their first record, in fixed-width hex).
+func newestSegment(dir string) string {
+	segs, _ := filepath.Glob(filepath.Join(dir, store.LogDir, "*.wal"))
+	if len(segs) == 0 {
+		return ""
+	}
+	return filepath.Base(slices.Max(segs))
 }
 
 type ack struct {
@@ -116,9 +145,14 @@ type ack struct {
 }
 
 // TestCrashRecovery kills a child process applying events with SIGKILL at
-// random moments, many times. After every kill the store must pass Check,
-// every acknowledged event must be in its thread's history, and an engine
-// started on the file must resolve what the crash left in flight.
+// random moments, many times; every third kill comes right after the
+// child's log started a new segment (while the next one is prepared, and
+// before a checkpoint releases the old one). The child checkpoints every
+// 2 ms, so kills also land while a checkpoint is written. After every kill
+// the log must pass CheckLog (a torn tail is allowed: Open drops it), the
+// store Check, every acknowledged event must be in its thread's history,
+// and an engine started on the file must resolve what the crash left in
+// flight.
 func TestCrashRecovery(t *testing.T) {
 	if testing.Short() {
 		t.Skip("crash test skipped in -short mode")
@@ -137,8 +171,19 @@ func TestCrashRecovery(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	rounds := 25
-	total, inFlight := 0, 0
+	const rounds = 21
+	var (
+		total, inFlight int
+		// What the kills hit, inferred from the files.
+		rotations    int    // new segments the children started
+		afterRotate  int    // kills right after a new segment started
+		multiSeg     int    // kills that left more than one segment: one not yet released
+		unckpt       int    // kills that left logged records bbolt did not hold
+		unckptRecs   int    // those records, replayed by the next Open
+		tornTails    int    // kills that cut a log write short
+		firstLogLast uint64 // the log's last index after the first kill
+		logLast      uint64
+	)
 	for round := range rounds {
 		cmd := exec.Command(os.Args[0], "-test.run=^$")
 		cmd.Env = append(os.Environ(), "THREADCTL_CRASH_CHILD="+dir+"|"+simSrv.URL)
@@ -151,39 +196,95 @@ func TestCrashRecovery(t *testing.T) {
 		}
 		acks := make(chan ack, 1024)
 		ready := make(chan struct{})
+		rotated := make(chan int, 1024)
 		go func() {
 			defer close(acks)
 			sc := bufio.NewScanner(stdout)
-			if sc.Scan() && sc.Text() == "ready" {
-				close(ready)
+			if !sc.Scan() || sc.Text() != "ready" {
+				t.Errorf("round %d: the child did not start: %s", round, sc.Text())
+				return
 			}
+			close(ready)
 			for sc.Scan() {
 				f := strings.Fields(sc.Text())
-				if len(f) == 4 && f[0] == "ack" {
+				switch {
+				case len(f) == 4 && f[0] == "ack":
 					rev, _ := strconv.ParseUint(f[2], 10, 64)
 					acks <- ack{psid: f[1], rev: rev, event: states.Event(f[3])}
-				} else {
+				case len(f) == 2 && f[0] == "rotated":
+					n, _ := strconv.Atoi(f[1])
+					rotated <- n
+				default:
 					t.Errorf("child: %s", sc.Text())
 				}
 			}
 		}()
 		select {
 		case <-ready:
+		case <-acks: // closed: the child said something else first
+			cmd.Process.Kill()
+			t.FailNow()
 		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
 			t.Fatalf("round %d: the child did not start", round)
 		}
-		time.Sleep(time.Duration(rand.IntN(250)) * time.Millisecond)
+		var n int
+		if round%3 == 2 {
+			select {
+			case n = <-rotated:
+				afterRotate++
+			case <-time.After(2 * time.Second):
+				t.Logf("round %d: the child started no new segment in 2 s; killed anyway", round)
+			}
+		} else {
+			time.Sleep(time.Duration(rand.IntN(250)) * time.Millisecond)
+		}
 		cmd.Process.Signal(syscall.SIGKILL)
 		var got []ack
 		for a := range acks {
 			got = append(got, a)
 		}
 		cmd.Wait()
+		close(rotated)
+		for r := range rotated {
+			n = r
+		}
+		rotations += n
 		total += len(got)
 
-		db, err := store.Open(dir, store.Options{})
+		// Offline, before anything opens the directory: the log is sound.
+		segs, _ := filepath.Glob(filepath.Join(dir, store.LogDir, "*.wal"))
+		if len(segs) > 1 {
+			multiSeg++
+		}
+		problems, notes, rep, err := store.CheckLog(dir, store.Options{})
+		if err != nil {
+			t.Fatalf("round %d: CheckLog after SIGKILL: %v", round, err)
+		}
+		for _, p := range problems {
+			t.Fatalf("round %d: CheckLog after SIGKILL: %s", round, p)
+		}
+		for _, n := range notes {
+			if !strings.HasPrefix(n, "log: torn tail") {
+				t.Fatalf("round %d: CheckLog after SIGKILL notes %s", round, n)
+			}
+			tornTails++
+			t.Logf("round %d: %s", round, n)
+		}
+		if round == 0 {
+			firstLogLast = rep.LastIndex
+		}
+		logLast = rep.LastIndex
+
+		var logged syncBuffer
+		db, err := store.Open(dir, crashStoreOptions(slog.New(slog.NewTextHandler(&logged, nil))))
 		if err != nil {
 			t.Fatalf("round %d: reopening after SIGKILL: %v", round, err)
+		}
+		if m := replayedRE.FindStringSubmatch(logged.String()); m != nil {
+			k, _ := strconv.Atoi(m[1])
+			unckpt++
+			unckptRecs += k
 		}
 		if problems, err := db.Check(); err != nil || len(problems) > 0 {
 			t.Fatalf("round %d: check after SIGKILL: %v %v", round, problems, err)
@@ -220,7 +321,38 @@ func TestCrashRecovery(t *testing.T) {
 		db.Close()
 	}
 	t.Logf("%d rounds, %d acknowledged events checked, %d Graph calls in flight at a kill resolved on restart", rounds, total, inFlight)
+	t.Logf("the log: records %d…%d over the rounds, %d new segments started; %d kills right after one started, %d left a segment not yet released, %d cut a write short",
+		firstLogLast, logLast, rotations, afterRotate, multiSeg, tornTails)
+	t.Logf("checkpoints: %d of %d kills left logged records bbolt did not hold (%d records in all, replayed on reopening)", unckpt, rounds, unckptRecs)
 	if total == 0 {
 		t.Error("the child acknowledged nothing")
 	}
+	if rotations == 0 || afterRotate == 0 {
+		t.Errorf("no kill came near a rotation (%d new segments, %d kills right after one): the test does not do what it says", rotations, afterRotate)
+	}
+	if unckpt == 0 {
+		t.Error("no kill left records to replay: the test does not exercise the checkpoint")
+	}
+}
+
+// replayedRE finds, in what store.Open logged, how many log records it
+// replayed past bbolt's checkpoint.
+var replayedRE = regexp.MustCompile(`msg="replayed the log past the checkpoint" records=(\d+)`)
+
+// syncBuffer is a bytes.Buffer the store's goroutines may log to.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.b.String()
 }

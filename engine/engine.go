@@ -159,6 +159,8 @@ type Engine struct {
 	rechecks sync.Map // ThreadKey → how often Meta did not answer a recheck
 	inbox    inbox    // accepted webhook events waiting, per thread
 
+	recent recentCalls // when Graph calls on each thread last started
+
 	bg      chan struct{} // semaphore for background work
 	wg      sync.WaitGroup
 	closing chan struct{}

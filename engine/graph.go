@@ -43,8 +43,10 @@ func (g *boundedGraph) acquire(ctx context.Context, pageID string) (release func
 	}
 	g.report(pageID, 1)
 	return func() {
-		<-p.slots
+		// Reported before the slot is free, so that the next call's +1
+		// never comes first: the gauge never shows more than max.
 		g.report(pageID, -1)
+		<-p.slots
 	}, nil
 }
 

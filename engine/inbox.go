@@ -119,6 +119,13 @@ func (e *Engine) applyAccepted(ctx context.Context, a Accepted) (retry bool) {
 	return false
 }
 
+// waiting reports whether accepted events of thread k wait to be applied.
+func (e *Engine) waiting(k ThreadKey) bool {
+	e.inbox.mu.Lock()
+	defer e.inbox.mu.Unlock()
+	return len(e.inbox.waiting[k]) > 0
+}
+
 // Backlog is how many accepted webhook events wait to be applied.
 func (e *Engine) Backlog() int {
 	e.inbox.mu.Lock()

@@ -177,8 +177,10 @@ type received struct {
 func (e *Engine) receiveThread(ctx context.Context, k ThreadKey, rs []received) error {
 	i := 0
 	if unlock, ok := e.claim(k); ok {
+		last := e.recent.last(k)
 		for ; i < len(rs); i++ {
 			in := &rs[i].in
+			in.lastCall = last
 			res, err, then := e.attempt(ctx, in, &budget{noCalls: true})
 			if then == deferred {
 				break

@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"time"
 
 	"github.com/threadctl/threadctl/states"
 )
@@ -51,6 +52,9 @@ func (e *Engine) recheck(ctx context.Context, tm Timer) {
 	if err != nil || t.RecheckAt.IsZero() {
 		return // settled meanwhile
 	}
+	if t.RecheckAt.After(e.clock.Now()) {
+		return // another call's answer was lost meanwhile: its recheck is armed
+	}
 	if _, err := e.refreshOwner(ctx, tm.Key, CauseRecheck); err == nil {
 		e.rechecks.Delete(tm.Key)
 		return
@@ -72,9 +76,28 @@ func (e *Engine) recheck(ctx context.Context, tm Timer) {
 // taken is not in it. Idle threads are left to their next event (a
 // customer message on another app's channel corrects them). Meta's calls
 // are bounded per page, as all are.
+//
+// A thread with webhook events the backup had accepted but not applied is
+// asked about after they are applied, whatever its state: they are older
+// than Meta's answer, and applied after it they would undo it.
 func (e *Engine) reconcile(ctx context.Context) {
 	e.log.Info("the store was restored from a backup: asking Meta who owns each thread that is not idle")
 	n := 0
+	ask := func(k ThreadKey) {
+		unlock := e.locks.lock(k)
+		_, err := e.refreshOwner(ctx, k, CauseRecovery)
+		unlock()
+		if err != nil && ctx.Err() == nil {
+			e.log.Warn("reconciling after a restore: Meta did not answer for a thread", "thread", k, "err", err)
+		}
+		n++
+	}
+	e.inbox.mu.Lock()
+	later := make(map[ThreadKey]bool, len(e.inbox.waiting))
+	for k := range e.inbox.waiting {
+		later[k] = true
+	}
+	e.inbox.mu.Unlock()
 	for _, st := range []states.State{states.Bot, states.Agent, states.Pending} {
 		for f := (ListFilter{State: st, Limit: 500}); ; {
 			threads, next, err := e.store.ListThreads(ctx, f)
@@ -83,19 +106,24 @@ func (e *Engine) reconcile(ctx context.Context) {
 				return
 			}
 			for _, th := range threads {
-				unlock := e.locks.lock(th.Key())
-				_, err := e.refreshOwner(ctx, th.Key(), CauseRecovery)
-				unlock()
-				if err != nil && ctx.Err() == nil {
-					e.log.Warn("reconciling after a restore: Meta did not answer for a thread", "thread", th.Key(), "err", err)
+				if !later[th.Key()] {
+					ask(th.Key())
 				}
-				n++
 			}
 			if next == "" || ctx.Err() != nil {
 				break
 			}
 			f.After = next
 		}
+	}
+	for k := range later {
+		for e.waiting(k) && ctx.Err() == nil {
+			select {
+			case <-ctx.Done():
+			case <-e.clock.After(20 * time.Millisecond):
+			}
+		}
+		ask(k)
 	}
 	if ctx.Err() != nil {
 		return // the next start reconciles again

@@ -163,7 +163,7 @@ func (h *harness) quiet() {
 func historySummary(hs []engine.HistoryEntry) []string {
 	var out []string
 	for _, e := range hs {
-		out = append(out, fmt.Sprintf("%s(%s):%s→%s:%s", e.Event, e.Observed, e.From, e.To, e.Outcome))
+		out = append(out, fmt.Sprintf("%s(%s):%s→%s:%s[%s]", e.Event, e.Observed, e.From, e.To, e.Outcome, e.Reason))
 	}
 	return out
 }
@@ -263,7 +263,15 @@ func (h *harness) fire(tbl states.Table, ev states.Event, obs states.Observed, f
 	h.t.Helper()
 	cr := tbl.Routing == states.ConversationRouting
 	hook := func(app string) (engine.Result, error) {
-		return h.eng.Apply(ctx, engine.Input{Event: ev, Observed: obs, Key: key(psid), Cause: engine.CauseWebhook, AppID: app, MetaTime: h.now(), DedupKey: fmt.Sprintf("injected:%s:%d", ev, time.Now().UnixNano())})
+		// The simulator's stamps are strictly increasing milliseconds, so
+		// after a quick run of webhooks they lead the clock: an injected
+		// event is stamped no earlier than the thread's last one, or it
+		// would be ignored as older.
+		at := h.now()
+		if last := h.thread(psid).LastMetaTime; at.Before(last) {
+			at = last
+		}
+		return h.eng.Apply(ctx, engine.Input{Event: ev, Observed: obs, Key: key(psid), Cause: engine.CauseWebhook, AppID: app, MetaTime: at, DedupKey: fmt.Sprintf("injected:%s:%d", ev, time.Now().UnixNano())})
 	}
 	metaOwner := h.sim.Thread(pageID, psid).OwnerAppID
 	switch ev {

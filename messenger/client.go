@@ -316,19 +316,29 @@ func (c *Client) callWithRetries(ctx context.Context, name, method, pageID strin
 	if maxRetries == 0 {
 		maxRetries = DefaultMaxRetries
 	}
+	var unanswered error // an earlier attempt's error that was not Meta's answer
 	for attempt := 0; ; attempt++ {
 		b, err := c.attempt(ctx, method, endpoint, payload)
 		if err == nil {
 			return decode(b)
 		}
 		var me *Error
-		retry := !errors.As(err, &me) || me.retryable()
-		if !retry || attempt >= maxRetries || ctx.Err() != nil {
-			return err
+		answered := errors.As(err, &me)
+		if !answered && unanswered == nil {
+			unanswered = err
 		}
-		if serr := sleep(ctx, c.backoff(attempt)); serr != nil {
-			return fmt.Errorf("%w (gave up retrying: %v)", err, serr)
+		if !answered || me.retryable() {
+			if attempt < maxRetries && ctx.Err() == nil {
+				if serr := sleep(ctx, c.backoff(attempt)); serr != nil {
+					return fmt.Errorf("%w (gave up retrying: %v)", err, serr)
+				}
+				continue
+			}
 		}
+		if answered && unanswered != nil {
+			return &UnansweredError{Unanswered: unanswered, Last: err}
+		}
+		return err
 	}
 }
 

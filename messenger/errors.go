@@ -45,6 +45,30 @@ func (e *Error) Error() string {
 	return s
 }
 
+// UnansweredError is the error of a call whose last attempt Meta answered
+// with an error, after an earlier attempt got no answer (a network error, a
+// timeout): Meta may have applied that attempt, so the call's outcome is
+// unknown, whatever the last answer says. A retried pass_thread_control that
+// Meta refuses because the first attempt already passed the thread is the
+// case it exists for. It unwraps to Meta's last answer.
+type UnansweredError struct {
+	Unanswered error // the earlier attempt's error
+	Last       error // Meta's answer to the last attempt
+}
+
+func (e *UnansweredError) Error() string {
+	return fmt.Sprintf("an attempt got no answer (%v), then %v", e.Unanswered, e.Last)
+}
+
+func (e *UnansweredError) Unwrap() error { return e.Last }
+
+// Transient is true: the call's outcome is unknown, as for a call that got
+// no answer at all.
+func (e *UnansweredError) Transient() bool { return true }
+
+// OutcomeUnknown is true: an attempt may have been applied.
+func (e *UnansweredError) OutcomeUnknown() bool { return true }
+
 // NotThreadOwner reports whether Meta refused the call because another app
 // controls the thread: 10/2018300, 10/2018321 or 100/2534037.
 func (e *Error) NotThreadOwner() bool {

@@ -24,7 +24,7 @@ const maxProblems = 100
 // entry points to a thread that agrees with it, every thread is indexed,
 // counts match, each thread's history has gapless revisions 1…revision and
 // ends in the thread's state, timers and queued contents exist. It returns
-// the problems found (none when healthy). CheckDir also verifies the log.
+// the problems found (none when healthy). CheckLog verifies the log.
 func (s *DB) Check() ([]string, error) {
 	var problems []string
 	add := func(format string, args ...any) {
@@ -53,20 +53,24 @@ func (s *DB) Check() ([]string, error) {
 // each record's CRC, indexes in order with no gap, and that the bbolt file
 // holds no change the log lacks (its checkpoint is at most the log's last
 // record, and no record between them is missing). It returns the problems
-// found and the log's report. Opening the store then replays the log, and
-// Check verifies the records.
-func CheckLog(dir string, opts Options) ([]string, wal.Report, error) {
-	var problems []string
-	rep, err := wal.Check(filepath.Join(dir, LogDir))
+// found, notes (a torn tail, which a crash leaves and the next Open drops,
+// is not a problem) and the log's report. Opening the store then replays
+// the log, and Check verifies the records.
+func CheckLog(dir string, opts Options) (problems, notes []string, rep wal.Report, err error) {
+	rep, err = wal.Check(filepath.Join(dir, LogDir))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return nil, rep, fmt.Errorf("checking the log: %w", err)
+		return nil, nil, rep, fmt.Errorf("checking the log: %w", err)
 	}
 	for _, p := range rep.Problems {
+		if p.Tail {
+			notes = append(notes, "log: "+p.String()+" (a write a crash cut short: dropped when the store opens)")
+			continue
+		}
 		problems = append(problems, "log: "+p.String())
 	}
 	bdb, err := bolt.Open(filepath.Join(dir, FileName), 0o600, &bolt.Options{ReadOnly: true, Timeout: opts.OpenTimeout})
 	if err != nil {
-		return problems, rep, fmt.Errorf("opening %s: %w", filepath.Join(dir, FileName), err)
+		return problems, notes, rep, fmt.Errorf("opening %s: %w", filepath.Join(dir, FileName), err)
 	}
 	var applied uint64
 	bdb.View(func(tx *bolt.Tx) error {
@@ -81,7 +85,7 @@ func CheckLog(dir string, opts Options) ([]string, wal.Report, error) {
 	if rep.Records > 0 && (applied > rep.LastIndex || applied+1 < rep.FirstIndex) {
 		problems = append(problems, fmt.Sprintf("the bbolt file holds changes up to log record %d; the log holds records %d…%d", applied, rep.FirstIndex, rep.LastIndex))
 	}
-	return problems, rep, nil
+	return problems, notes, rep, nil
 }
 
 func checkRecords(v *view, add func(string, ...any)) {

@@ -85,6 +85,21 @@ type Options struct {
 	// store, a Graph client for the RingCX app, Clock, Observer, a
 	// RetryDelay of 200 ms).
 	Engine func(*engine.Config)
+
+	// GraphTimeout is the RingCX app's Graph client timeout per attempt
+	// (0: 5 s); GraphRetries its retries of a failed call (0: the
+	// client's default; negative: none). Tests of Meta's failures make
+	// them short, so that an outage costs them little time.
+	GraphTimeout time.Duration
+	GraphRetries int
+	// RetryDelay is the engine's RetryDelay (0: 200 ms);
+	// MaxGraphInFlight its bound on Graph calls in flight per page (0:
+	// the engine's default).
+	RetryDelay       time.Duration
+	MaxGraphInFlight int
+	// Webhook, if set, is told of every webhook delivery to threadctl: the
+	// body as threadctl's server got it, and the status it answered.
+	Webhook func(body []byte, status int)
 	// OpenStore, if set, opens the store the engine runs on instead of a
 	// bbolt file in Dir, at every start of the engine: the store, the
 	// Coordinator of the instances sharing it (nil: none), and how to
@@ -268,9 +283,18 @@ func (e *Env) openEngine(page *engine.Page) {
 		}
 		st, closeSt = db, db.Close
 	}
+	graph := e.GraphClient(RingCXToken, RingCXSecret)
+	if e.opts.GraphTimeout > 0 {
+		graph.Timeout = e.opts.GraphTimeout
+	}
+	graph.MaxRetries = e.opts.GraphRetries
+	retryDelay := 200 * time.Millisecond
+	if e.opts.RetryDelay > 0 {
+		retryDelay = e.opts.RetryDelay
+	}
 	ecfg := engine.Config{
-		Store: st, Coordinator: coord, Graph: e.GraphClient(RingCXToken, RingCXSecret), Clock: e.opts.Clock,
-		RetryDelay: 200 * time.Millisecond, Observer: e.opts.Observer,
+		Store: st, Coordinator: coord, Graph: graph, Clock: e.opts.Clock,
+		RetryDelay: retryDelay, Observer: e.opts.Observer, MaxGraphInFlight: e.opts.MaxGraphInFlight,
 	}
 	if e.opts.Engine != nil {
 		e.opts.Engine(&ecfg)
@@ -407,8 +431,16 @@ func (e *Env) receive(w http.ResponseWriter, r *http.Request) {
 		r.Header.Set("X-Hub-Signature-256", sig)
 		r.Body, r.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 	}
+	var body []byte
+	if e.opts.Webhook != nil {
+		body, _ = io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+	}
 	rec := httptest.NewRecorder()
 	srv.Handler().ServeHTTP(rec, r)
+	if e.opts.Webhook != nil {
+		e.opts.Webhook(body, rec.Code)
+	}
 	if rec.Code != http.StatusOK {
 		e.mu.Lock()
 		e.hookErrs = append(e.hookErrs, fmt.Errorf("webhook answered %d: %s", rec.Code, rec.Body))

@@ -237,6 +237,13 @@ func (s *Sim) graph(ctx context.Context, req graphRequest) graphResult {
 		entry.Outcome, entry.ErrorCode, entry.ErrorSubcode, entry.ErrorMessage = OutcomeError, gerr.code, gerr.subcode, gerr.message
 	}
 	entry.HTTPStatus = res.status
+	if entry.Fault && entry.PSID == "" {
+		// The fault answered before the edge's rules read the recipient: name the thread
+		// all the same, so that the thread's log (GET /_sim/log?psid=) shows the call.
+		if psid, perr := req.p.recipient(); perr == nil {
+			entry.PSID = psid
+		}
+	}
 	if len(notes) > 0 {
 		if entry.Detail != "" {
 			notes = append([]string{entry.Detail}, notes...)
