@@ -55,8 +55,11 @@ type Input struct {
 	content           *Content
 	timer             *Timer
 	calls             []CallRecord // calls made before deciding (thread_owner)
-	accepted          bool         // an accepted webhook event: a transient failure is retried
-	lastCall          time.Time    // when threadctl last started a Graph call on the thread, before this event
+	// unrecorded are Graph calls an attempt made whose commit another
+	// instance's commit beat: the owner refresh that follows records them.
+	unrecorded []CallRecord
+	accepted   bool      // an accepted webhook event: a transient failure is retried
+	lastCall   time.Time // when threadctl last started a Graph call on the thread, before this event
 	// intent is set once an attempt stored a Graph call's intent: the
 	// event's commit resolves it, even when a retry (after a conflict)
 	// decides no call.
@@ -136,6 +139,13 @@ const (
 	// deferred: the row calls Meta, which the attempt may not do (a webhook
 	// applied while Meta waits for the answer): nothing was done.
 	deferred
+	// landed: the row's call moved control at Meta, but another instance
+	// committed to the thread first and the store refused the commit: the
+	// owner the store has is not Meta's. Refresh it (recording the call),
+	// then decide again. This spends no owner budget: deciding again on
+	// the store's record alone would make a call Meta refuses because of
+	// threadctl's own call, and the budget is for Meta's news.
+	landed
 )
 
 // budget bounds what one event may try again: one owner refresh, and one
@@ -159,18 +169,39 @@ func (e *Engine) applyLocked(ctx context.Context, in *Input) (Result, error) {
 		if then == done && errors.Is(err, ErrConflict) && conflicts < maxConflicts && ctx.Err() == nil {
 			// Another instance changed the thread since it was read (the
 			// store refused the commit or the intent): read it again and
-			// decide again. A Graph call this attempt made is not recorded.
+			// decide again. (A call that moved control is landed instead;
+			// any other call this attempt made is not recorded.)
 			conflicts++
 			e.cache.drop(in.Key)
 			in.fresh = true
 			e.conflictPause(ctx, conflicts)
 			continue
 		}
+		if then == landed {
+			conflicts++
+			if conflicts > maxConflicts || ctx.Err() != nil {
+				return res, err
+			}
+			e.cache.drop(in.Key)
+			in.fresh = true
+			if _, ferr := e.refreshOwner(ctx, in.Key, CauseCheck, in.unrecorded...); ferr != nil {
+				// Decide again on the store's record, as after any
+				// conflict; the call is recorded with the event.
+				e.log.Warn("refreshing the thread's owner after a call whose commit met another instance's failed", "thread", in.Key, "event", in.Event, "err", ferr)
+				in.calls, in.unrecorded = in.unrecorded, nil
+				continue
+			}
+			in.calls, in.unrecorded = nil, nil
+			continue
+		}
 		switch then {
 		case done:
 			return res, err
 		case refresh, retryOwner, confirm:
-			fixed, ferr := e.refreshOwner(ctx, in.Key, CauseCheck)
+			fixed, ferr := e.refreshOwner(ctx, in.Key, CauseCheck, in.unrecorded...)
+			if ferr == nil {
+				in.unrecorded = nil
+			}
 			switch {
 			case ferr != nil && then == confirm:
 				e.log.Warn("could not ask Meta who owns the thread; applying the event as it is", "thread", in.Key, "event", in.Event, "err", ferr)
@@ -190,7 +221,8 @@ func (e *Engine) applyLocked(ctx context.Context, in *Input) (Result, error) {
 				return fixed, nil
 			}
 		}
-		in.calls = nil
+		// (Calls a refused commit left unrecorded go with the next one.)
+		in.calls, in.unrecorded = in.unrecorded, nil
 	}
 }
 
@@ -284,12 +316,22 @@ func (e *Engine) attemptOnce(ctx context.Context, in *Input, b *budget) (Result,
 		}
 	}
 	res, err := e.commit(ctx, &t, in, page, &d, outcomeOf(d), "", calls)
+	if errors.Is(err, ErrConflict) && movesControl(d.Rule.Call) {
+		in.unrecorded = calls
+		return res, err, landed
+	}
 	if err == nil && in.Event == states.CustomerMessage && contradicts(in.Channel, res.To) {
 		// Meta routed the message as if someone else owned the thread (or
 		// RingCX did): ask who does. The message itself is applied.
 		return res, nil, refresh
 	}
 	return res, err, done
+}
+
+// movesControl reports whether a call that Meta accepted changed the
+// thread's owner.
+func movesControl(c states.Call) bool {
+	return c == states.CallPass || c == states.CallTake || c == states.CallRelease
 }
 
 // contradicts reports whether a customer message arriving on channel
@@ -491,6 +533,16 @@ func (e *Engine) callFailed(ctx context.Context, t *Thread, in *Input, page Page
 		failIn.content, failIn.openIntervention = nil, nil
 	}
 	res, err := e.commit(ctx, t, &failIn, page, nil, OutcomeFailed, callErr.Error(), calls)
+	if err != nil && then != done && errors.Is(err, ErrConflict) {
+		// Another instance committed to the thread first. The refusal
+		// still stands, and the owner refresh (or the next attempt)
+		// reads the thread again and records the call: the budget this
+		// refusal spent is not lost to the conflict.
+		e.cache.drop(t.Key())
+		in.fresh = true
+		in.unrecorded = calls
+		return res, wrapCallErr(callErr, calls), then
+	}
 	if err != nil {
 		return res, err, done
 	}
@@ -516,8 +568,10 @@ func wrapCallErr(err error, calls []CallRecord) error {
 }
 
 // refreshOwner asks Meta who owns the thread (thread_owner) and applies
-// owner_observed with the answer. The caller holds the thread's lock.
-func (e *Engine) refreshOwner(ctx context.Context, key ThreadKey, cause Cause) (Result, error) {
+// owner_observed with the answer, recording the calls made before (whose
+// own commit the store refused) with it. The caller holds the thread's
+// lock.
+func (e *Engine) refreshOwner(ctx context.Context, key ThreadKey, cause Cause, made ...CallRecord) (Result, error) {
 	page, err := e.page(key.PageID)
 	if err != nil {
 		return Result{}, err
@@ -530,7 +584,7 @@ func (e *Engine) refreshOwner(ctx context.Context, key ThreadKey, cause Cause) (
 		return Result{}, errorf(CodeMeta, err, "asking Meta for the thread's owner")
 	}
 	rec.Target = owner
-	in := &Input{Event: states.OwnerObserved, Observed: observe(page, owner, expires), AppID: owner, Key: key, Cause: cause, calls: []CallRecord{rec}}
+	in := &Input{Event: states.OwnerObserved, Observed: observe(page, owner, expires), AppID: owner, Key: key, Cause: cause, calls: append(slices.Clone(made), rec)}
 	for n := 1; ; n++ {
 		res, err, _ := e.attempt(ctx, in, &budget{})
 		if !errors.Is(err, ErrConflict) || n > maxConflicts || ctx.Err() != nil {
