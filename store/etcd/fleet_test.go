@@ -58,6 +58,8 @@ type fleetOpts struct {
 	primary        states.Primary
 	honorRequests  bool
 	pendingTimeout time.Duration
+	// historyKeep is the engines' Config.HistoryKeep (0: the default).
+	historyKeep int
 }
 
 func newFleet(t *testing.T, n int, o fleetOpts) *fleet {
@@ -111,7 +113,7 @@ func (f *fleet) start(name string) *instance {
 	obs := &counter{}
 	eng, err := engine.New(engine.Config{
 		Store: st, Coordinator: st, Graph: f.graph("ringcx-page-token", "ringcx-secret"),
-		RetryDelay: 200 * time.Millisecond, PendingTimeout: f.opts.pendingTimeout, Observer: obs,
+		RetryDelay: 200 * time.Millisecond, PendingTimeout: f.opts.pendingTimeout, Observer: obs, HistoryKeep: f.opts.historyKeep,
 	})
 	if err != nil {
 		f.t.Fatal(err)

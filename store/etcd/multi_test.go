@@ -106,11 +106,16 @@ type ack struct {
 
 // TestInstanceDeathUnderConcurrentHandovers kills one of two instances
 // (its client closes without revoking its lease) while handovers run on
-// both. No acknowledged transition is lost, and within the lease TTL the
-// survivor leads: it fires the deadlines the dead one armed, resolves the
-// intent it left in flight and applies the webhook event it had accepted.
+// both. No acknowledged transition is lost — each is in the history
+// unless retention trimmed it, and a thread keeps exactly its newest
+// entries — and within the lease TTL the survivor leads: it fires the
+// deadlines the dead one armed, resolves the intent it left in flight and
+// applies the webhook event it had accepted.
 func TestInstanceDeathUnderConcurrentHandovers(t *testing.T) {
-	f := newFleet(t, 2, fleetOpts{primary: states.PrimaryBot, honorRequests: true, pendingTimeout: 300 * time.Millisecond})
+	// A thread takes dozens to a couple of hundred transitions here: keep
+	// few, so that trimming on write runs under the concurrent commits.
+	const keep = 20
+	f := newFleet(t, 2, fleetOpts{primary: states.PrimaryBot, honorRequests: true, pendingTimeout: 300 * time.Millisecond, historyKeep: keep})
 	var keys []engine.ThreadKey
 	for i := range 8 {
 		psid := fmt.Sprintf("7600000000000%03d", i)
@@ -230,8 +235,28 @@ func TestInstanceDeathUnderConcurrentHandovers(t *testing.T) {
 
 	mu.Lock()
 	defer mu.Unlock()
+	// (A recheck may still commit meanwhile: a thread's revision is read
+	// before and after its history.)
+	head := func(k engine.ThreadKey) uint64 {
+		th, err := b.store.Thread(ctx, k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return th.Revision
+	}
+	trimmed := 0
 	for _, ac := range acks {
+		before := head(ac.key)
 		hs, err := b.store.History(ctx, ac.key, ac.rev+1, 1)
+		after := head(ac.key)
+		found := err == nil && len(hs) > 0 && hs[0].Revision == ac.rev
+		if ac.rev+keep <= before && found {
+			t.Errorf("%s rev %d is still in the history at revision %d, keeping %d", ac.key, ac.rev, before, keep)
+		}
+		if ac.rev+keep <= after && !found {
+			trimmed++ // writing revision r deletes revision r-keep
+			continue
+		}
 		if err != nil || len(hs) == 0 || hs[0].Revision != ac.rev {
 			t.Fatalf("acknowledged %s rev %d of %s is not in the history (%v, %v)", ac.event, ac.rev, ac.key, hs, err)
 		}
@@ -240,9 +265,21 @@ func TestInstanceDeathUnderConcurrentHandovers(t *testing.T) {
 		}
 	}
 	for _, k := range keys {
-		checkRun(t, k, f.history(k))
+		var hs []engine.HistoryEntry
+		for {
+			rev := head(k)
+			hs = f.history(k)
+			if head(k) != rev {
+				continue
+			}
+			if want := min(rev, keep); uint64(len(hs)) != want || len(hs) > 0 && hs[len(hs)-1].Revision != rev {
+				t.Errorf("%s at revision %d keeps %d history entries, want its newest %d", k, rev, len(hs), want)
+			}
+			break
+		}
+		checkRun(t, k, hs)
 	}
-	t.Logf("%d acknowledged transitions checked; %d failed calls on the live instance", len(acks), fails.Load())
+	t.Logf("%d acknowledged transitions checked (%d of them trimmed by retention); %d failed calls on the live instance", len(acks), trimmed, fails.Load())
 	if len(acks) < 20 {
 		t.Errorf("only %d transitions acknowledged", len(acks))
 	}
@@ -253,12 +290,19 @@ func TestInstanceDeathUnderConcurrentHandovers(t *testing.T) {
 
 func leads(in *instance) bool { return in.eng.Leading() }
 
-// checkRun checks that a thread's history is gapless and chained.
+// checkRun checks that a thread's history is gapless and chained, from
+// revision 1 or, once retention trimmed it, from its oldest entry.
 func checkRun(t *testing.T, k engine.ThreadKey, hs []engine.HistoryEntry) {
 	t.Helper()
-	prev := states.Idle
+	if len(hs) == 0 {
+		return
+	}
+	prev, first := states.Idle, hs[0].Revision
+	if first > 1 {
+		prev = hs[0].From
+	}
 	for i, h := range hs {
-		if h.Revision != uint64(i+1) {
+		if h.Revision != first+uint64(i) {
 			t.Errorf("%s: entry %d has revision %d", k, i, h.Revision)
 			return
 		}
