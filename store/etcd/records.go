@@ -138,7 +138,9 @@ func (s *Store) Commit(ctx context.Context, c *engine.Commit) error {
 	for n := 1; collisions < 64; n++ {
 		err := s.commitOnce(ctx, c)
 		var amb *ambiguousError
-		if errors.Is(err, ErrUnavailable) && ctx.Err() == nil && !s.closed.Load() {
+		switch {
+		case errors.As(err, &amb):
+		case errors.Is(err, ErrUnavailable) && ctx.Err() == nil && !s.closed.Load():
 			amb = &ambiguousError{err} // a read before the transaction failed: try again
 		}
 		switch {
