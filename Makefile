@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= bin/threadctl
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: build run test fuzz bench soak scale setup docs clean
+.PHONY: build run cluster test fuzz bench soak scale setup docs clean
 
 build:
 	$(GO) build -o $(BIN) .
@@ -12,6 +12,26 @@ build:
 # the Messenger Platform simulator on 127.0.0.1:8081.
 run: build
 	./$(BIN) serve
+
+# A local etcd cluster and two threadctl instances sharing it (SPEC.md §8):
+# three etcd members in one process (store/etcd/etcdtest/cmd/etcd-cluster,
+# a demo tool built on etcd's embed package: threadctl never starts etcd)
+# on 127.0.0.1:2379, :22379, :32379 with their data in data/etcd; instance
+# 1 on :8080 with the Messenger simulator on :8081 (the demo page; Meta's
+# webhooks go to it); instance 2 on :8090 (examples/cluster-second-instance.yaml),
+# calling the same simulator. Ctrl-C stops all three. README: "Several
+# instances on etcd".
+ETCD_ENDPOINTS ?= http://127.0.0.1:2379,http://127.0.0.1:22379,http://127.0.0.1:32379
+cluster: build
+	$(GO) build -o bin/etcd-cluster ./store/etcd/etcdtest/cmd/etcd-cluster
+	@set -e; pids=""; trap 'kill $$pids 2>/dev/null; wait' INT TERM EXIT; \
+	./bin/etcd-cluster -dir data/etcd & pids="$$!"; \
+	for i in $$(seq 100); do curl -sf http://127.0.0.1:2379/health >/dev/null && break; sleep 0.2; done; \
+	./$(BIN) serve --addr 127.0.0.1:8080 --store etcd --etcd-endpoints $(ETCD_ENDPOINTS) & pids="$$pids $$!"; \
+	for i in $$(seq 100); do curl -sf http://127.0.0.1:8080/readyz >/dev/null && break; sleep 0.2; done; \
+	./$(BIN) serve --config examples/cluster-second-instance.yaml & pids="$$pids $$!"; \
+	echo "threadctl on http://127.0.0.1:8080 and http://127.0.0.1:8090, one etcd cluster ($(ETCD_ENDPOINTS)); Ctrl-C stops"; \
+	wait
 
 test:
 	$(GO) vet ./...

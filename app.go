@@ -17,6 +17,7 @@ import (
 	"github.com/threadctl/threadctl/server"
 	"github.com/threadctl/threadctl/states"
 	"github.com/threadctl/threadctl/store"
+	"github.com/threadctl/threadctl/store/etcd"
 )
 
 // App is a running threadctl: the store, the engine, the HTTP server and,
@@ -25,7 +26,9 @@ type App struct {
 	cfg *Config
 	log *slog.Logger
 
-	store   *store.DB
+	store   engine.Store // db or etcd
+	db      *store.DB    // with the bbolt backend
+	etcd    *etcd.Store  // with the etcd backend
 	engine  *engine.Engine
 	metrics *server.Metrics
 	server  *server.Server
@@ -75,14 +78,9 @@ func (a *App) start(ctx context.Context) error {
 		}
 		return a.engine.PendingRequests()
 	}, time.Now)
-	if a.store, err = store.Open(cfg.DataDir, store.Options{OnCommit: a.metrics.StoreCommit, Logger: a.log.With("component", "store")}); err != nil {
+	if err := a.openStore(ctx); err != nil {
 		return err
 	}
-	a.metrics.ObserveStore(func() server.StoreStats {
-		st := a.store.Stats()
-		return server.StoreStats{LogAppends: st.Log.Appends, LogRecords: st.Log.Records, LogSyncs: st.Log.Syncs, LogBytes: st.Log.Bytes,
-			Checkpoints: st.Checkpoints, PageWrites: st.PageWrites, LayerKeys: st.LayerKeys}
-	})
 	counts, err := a.store.StateCounts(ctx)
 	if err != nil {
 		return err
@@ -103,8 +101,12 @@ func (a *App) start(ctx context.Context) error {
 			return c, ok
 		},
 	}
+	var coord engine.Coordinator
+	if a.etcd != nil {
+		coord = a.etcd
+	}
 	a.engine, err = engine.New(engine.Config{
-		Store: a.store, Graph: graph, Logger: a.log.With("component", "engine"),
+		Store: a.store, Coordinator: coord, Graph: graph, Logger: a.log.With("component", "engine"),
 		Observer: a.metrics, PendingTimeout: cfg.PendingTimeout,
 		HistoryKeep: cfg.Retention.HistoryKeep, HistoryMaxAge: cfg.Retention.HistoryMaxAge,
 		Retention: cfg.Retention.Records, PruneInterval: cfg.Retention.PruneInterval,
@@ -131,19 +133,59 @@ func (a *App) start(ctx context.Context) error {
 	if err := a.engine.Start(ctx); err != nil {
 		return err
 	}
-	a.server, err = server.New(server.Config{
+	scfg := server.Config{
 		Engine: a.engine, APITokens: cfg.APITokens, Tokens: pageTokens(pages), VerifyToken: cfg.Webhook.VerifyToken,
 		WebhookSecrets: secrets, Logger: a.log.With("component", "http"),
-		Ready: a.engine.Ping, Metrics: a.metrics, Docs: recordedDocs(), Backup: a.store.Backup,
-	})
+		Ready: a.engine.Ping, Metrics: a.metrics, Docs: recordedDocs(),
+	}
+	if a.db != nil {
+		scfg.Backup = a.db.Backup // (an etcd cluster is backed up with etcdctl snapshot)
+	}
+	a.server, err = server.New(scfg)
 	if err != nil {
 		return err
 	}
 	go func() { a.done <- a.server.Serve(a.httpLn) }()
-	a.log.Info("threadctl serving", "addr", a.httpLn.Addr().String(), "data_dir", cfg.DataDir, "pages", len(pages), "graph", graphURL)
+	where := []any{"data_dir", cfg.DataDir}
+	if a.etcd != nil {
+		where = []any{"etcd_endpoints", cfg.Store.EtcdEndpoints, "etcd_prefix", cfg.Store.EtcdPrefix, "instance", a.etcd.ID()}
+	}
+	a.log.Info("threadctl serving", append([]any{"addr", a.httpLn.Addr().String(), "store", cfg.Store.Backend, "pages", len(pages), "graph", graphURL}, where...)...)
 	if a.sim != nil {
 		a.log.Info("messenger simulator serving", "addr", a.simLn.Addr().String(), "demo", cfg.demo(), "primary", cfg.DemoPrimary, "routing", cfg.DemoRouting)
 	}
+	return nil
+}
+
+// openStore opens the configured store: the bbolt file in the data
+// directory, or the etcd cluster.
+func (a *App) openStore(ctx context.Context) error {
+	cfg := a.cfg
+	if cfg.Store.Backend == backendEtcd {
+		tlsCfg, err := cfg.etcdTLS()
+		if err != nil {
+			return err
+		}
+		a.etcd, err = etcd.Open(ctx, etcd.Options{
+			Endpoints: cfg.Store.EtcdEndpoints, Prefix: cfg.Store.EtcdPrefix, TLS: tlsCfg,
+			Logger: a.log.With("component", "store"),
+		})
+		if err != nil {
+			return err
+		}
+		a.store = a.etcd
+		return nil
+	}
+	db, err := store.Open(cfg.DataDir, store.Options{OnCommit: a.metrics.StoreCommit, Logger: a.log.With("component", "store")})
+	if err != nil {
+		return err
+	}
+	a.db, a.store = db, db
+	a.metrics.ObserveStore(func() server.StoreStats {
+		st := db.Stats()
+		return server.StoreStats{LogAppends: st.Log.Appends, LogRecords: st.Log.Records, LogSyncs: st.Log.Syncs, LogBytes: st.Log.Bytes,
+			Checkpoints: st.Checkpoints, PageWrites: st.PageWrites, LayerKeys: st.LayerKeys}
+	})
 	return nil
 }
 
@@ -281,8 +323,11 @@ func (a *App) Close(ctx context.Context) error {
 	if a.sim != nil {
 		a.sim.Close()
 	}
-	if a.store != nil {
-		errs = append(errs, a.store.Close())
+	if a.db != nil {
+		errs = append(errs, a.db.Close())
+	}
+	if a.etcd != nil {
+		errs = append(errs, a.etcd.Close())
 	}
 	return errors.Join(errs...)
 }

@@ -16,6 +16,7 @@ import (
 	"github.com/threadctl/threadctl/messenger"
 	"github.com/threadctl/threadctl/server"
 	"github.com/threadctl/threadctl/states"
+	"github.com/threadctl/threadctl/store/etcd"
 )
 
 // Defaults, each written once: the flags show them, the demo relies on
@@ -69,6 +70,7 @@ type Config struct {
 	Retention     Retention    `yaml:"retention"`
 	Webhook       WebhookCfg   `yaml:"webhook"`
 	Pages         []PageConfig `yaml:"pages"`
+	Store         StoreConfig  `yaml:"store"`
 
 	// Flags and variables only.
 	SimAddr     string         `yaml:"-"`
@@ -83,6 +85,9 @@ type Config struct {
 	LogFormat      string        `yaml:"-"`
 
 	dir string // the config file's directory: relative secret files are in it
+	// etcdEndpoints is --etcd-endpoints (THREADCTL_ETCD_ENDPOINTS) as
+	// given: a comma-separated list that replaces store.etcd_endpoints.
+	etcdEndpoints string
 }
 
 // GraphConfig is where Meta's Graph API is.
@@ -153,6 +158,7 @@ func defaultConfig() *Config {
 		PendingTimeout: defaultPendingTimeout,
 		LogLevel:       defaultLogLevel, LogFormat: defaultLogFormat,
 		Graph: GraphConfig{Version: defaultGraphVersion, Timeout: defaultGraphTimeout},
+		Store: StoreConfig{Backend: backendBbolt, EtcdPrefix: etcd.DefaultPrefix},
 	}
 }
 
@@ -162,6 +168,9 @@ func serveSettings(cfg *Config, configPath, demoPrimary, demoRouting, demoTakeov
 	s.String(configPath, "config", "YAML file with pages, tokens and the Graph API for production")
 	s.String(&cfg.Addr, "addr", "HTTP listen address")
 	s.String(&cfg.DataDir, "data-dir", "directory of the bbolt file")
+	s.String(&cfg.Store.Backend, "store", "where records are kept: bbolt (a file in --data-dir, one instance) or etcd (a cluster several instances share; store.backend)")
+	s.String(&cfg.etcdEndpoints, "etcd-endpoints", "with --store etcd: the cluster's client URLs, comma-separated (store.etcd_endpoints)")
+	s.String(&cfg.Store.EtcdPrefix, "etcd-prefix", "with --store etcd: the prefix of threadctl's keys (store.etcd_prefix)")
 	s.String(&cfg.SimAddr, "sim-addr", `listen address of the Messenger simulator, or "off" (implied when a Graph base URL is given)`)
 	s.String(demoPrimary, "demo-primary", "primary app of the demo page (its default app with --demo-routing cr): bot, ringcx or none")
 	s.String(demoRouting, "demo-routing", "routing of the demo page: hop (the Handover Protocol, as in the seed) or cr (Conversation Routing)")
@@ -206,6 +215,9 @@ func loadConfig(args []string) (*Config, error) {
 	}
 	if verifyToken != "" {
 		cfg.Webhook = WebhookCfg{VerifyToken: verifyToken}
+	}
+	if s.given("etcd-endpoints") {
+		cfg.Store.EtcdEndpoints = splitList(cfg.etcdEndpoints)
 	}
 	if cfg.Graph.BaseURL != "" && !s.given("sim-addr") {
 		cfg.SimAddr = "off"
@@ -301,9 +313,7 @@ func (c *Config) validate(errs ...error) error {
 	if c.Addr == "" {
 		bad("addr is empty: give a listen address such as %s", defaultAddr)
 	}
-	if c.DataDir == "" {
-		bad("data_dir is empty: give the directory of the bbolt file")
-	}
+	errs = append(errs, c.validateStore()...)
 	if c.PendingTimeout <= 0 {
 		bad("pending-timeout must be positive, got %s", c.PendingTimeout)
 	}

@@ -55,8 +55,21 @@ type Input struct {
 	content           *Content
 	timer             *Timer
 	calls             []CallRecord // calls made before deciding (thread_owner)
-	accepted          bool         // an accepted webhook event: a transient failure is retried
-	lastCall          time.Time    // when threadctl last started a Graph call on the thread, before this event
+	// unrecorded are Graph calls an attempt made whose commit another
+	// instance's commit beat: the owner refresh that follows records them.
+	unrecorded []CallRecord
+	accepted   bool      // an accepted webhook event: a transient failure is retried
+	lastCall   time.Time // when threadctl last started a Graph call on the thread, before this event
+	// intent is set once an attempt stored a Graph call's intent: the
+	// event's commit resolves it, even when a retry (after a conflict)
+	// decides no call.
+	intent bool
+	// fresh asks for the thread as the store has it now, not as a cheaper
+	// read may have it (after a conflict).
+	fresh bool
+	// cheap: the attempt decided on the store's cheaper read; wrote: it
+	// stored an intent or tried a commit (whose compare checks the read).
+	cheap, wrote bool
 }
 
 // Outcomes beyond the recorded ones of HistoryEntry.
@@ -126,6 +139,13 @@ const (
 	// deferred: the row calls Meta, which the attempt may not do (a webhook
 	// applied while Meta waits for the answer): nothing was done.
 	deferred
+	// landed: the row's call moved control at Meta, but another instance
+	// committed to the thread first and the store refused the commit: the
+	// owner the store has is not Meta's. Refresh it (recording the call),
+	// then decide again. This spends no owner budget: deciding again on
+	// the store's record alone would make a call Meta refuses because of
+	// threadctl's own call, and the budget is for Meta's news.
+	landed
 )
 
 // budget bounds what one event may try again: one owner refresh, and one
@@ -143,13 +163,45 @@ type budget struct {
 // event again.
 func (e *Engine) applyLocked(ctx context.Context, in *Input) (Result, error) {
 	b := budget{owner: 1, page: 2}
+	conflicts := 0
 	for {
 		res, err, then := e.attempt(ctx, in, &b)
+		if then == done && errors.Is(err, ErrConflict) && conflicts < maxConflicts && ctx.Err() == nil {
+			// Another instance changed the thread since it was read (the
+			// store refused the commit or the intent): read it again and
+			// decide again. (A call that moved control is landed instead;
+			// any other call this attempt made is not recorded.)
+			conflicts++
+			e.cache.drop(in.Key)
+			in.fresh = true
+			e.conflictPause(ctx, conflicts)
+			continue
+		}
+		if then == landed {
+			conflicts++
+			if conflicts > maxConflicts || ctx.Err() != nil {
+				return res, err
+			}
+			e.cache.drop(in.Key)
+			in.fresh = true
+			if _, ferr := e.refreshOwner(ctx, in.Key, CauseCheck, in.unrecorded...); ferr != nil {
+				// Decide again on the store's record, as after any
+				// conflict; the call is recorded with the event.
+				e.log.Warn("refreshing the thread's owner after a call whose commit met another instance's failed", "thread", in.Key, "event", in.Event, "err", ferr)
+				in.calls, in.unrecorded = in.unrecorded, nil
+				continue
+			}
+			in.calls, in.unrecorded = nil, nil
+			continue
+		}
 		switch then {
 		case done:
 			return res, err
 		case refresh, retryOwner, confirm:
-			fixed, ferr := e.refreshOwner(ctx, in.Key, CauseCheck)
+			fixed, ferr := e.refreshOwner(ctx, in.Key, CauseCheck, in.unrecorded...)
+			if ferr == nil {
+				in.unrecorded = nil
+			}
 			switch {
 			case ferr != nil && then == confirm:
 				e.log.Warn("could not ask Meta who owns the thread; applying the event as it is", "thread", in.Key, "event", in.Event, "err", ferr)
@@ -169,14 +221,34 @@ func (e *Engine) applyLocked(ctx context.Context, in *Input) (Result, error) {
 				return fixed, nil
 			}
 		}
-		in.calls = nil
+		// (Calls a refused commit left unrecorded go with the next one.)
+		in.calls, in.unrecorded = in.unrecorded, nil
 	}
 }
 
 // attempt decides in against the stored thread with the page's table, makes
 // the row's Graph call (durable intent first) and commits. b bounds the
 // retries it may ask for.
+//
+// A decision made on a store's cheaper read (ChangeReader) that writes
+// nothing — a refusal, a duplicate, a stale timer, a deferral — is not
+// checked by any compare-and-swap: it is made again on a fresh read.
 func (e *Engine) attempt(ctx context.Context, in *Input, b *budget) (Result, error, next) {
+	saved := *b
+	in.cheap, in.wrote = false, false
+	res, err, then := e.attemptOnce(ctx, in, b)
+	if !in.cheap || in.wrote {
+		return res, err, then
+	}
+	*b = saved
+	fresh := in.fresh
+	in.fresh = true
+	res, err, then = e.attemptOnce(ctx, in, b)
+	in.fresh = fresh
+	return res, err, then
+}
+
+func (e *Engine) attemptOnce(ctx context.Context, in *Input, b *budget) (Result, error, next) {
 	page, err := e.page(in.Key.PageID)
 	if err != nil {
 		return Result{}, err, done
@@ -184,7 +256,7 @@ func (e *Engine) attempt(ctx context.Context, in *Input, b *budget) (Result, err
 	if in.Event == states.HandoverToBot && !page.IsBotApp(in.AppID) {
 		return Result{}, errorf(CodeInvalid, nil, "app_id %q is not a bot app of page %s (bot apps: %v)", in.AppID, page.ID, page.BotAppIDs), done
 	}
-	t, err := e.loadLocked(ctx, in.Key)
+	t, err := e.loadForChange(ctx, in)
 	switch {
 	case errors.Is(err, ErrNotFound) && in.Create:
 		now := e.clock.Now()
@@ -195,6 +267,11 @@ func (e *Engine) attempt(ctx context.Context, in *Input, b *budget) (Result, err
 		return Result{}, storeError(err, "reading thread"), done
 	}
 
+	if in.openIntervention != nil && t.Intervention != "" {
+		// Checked again on each attempt: another instance may have opened
+		// one since the caller looked.
+		return Result{From: t.State, To: t.State, Thread: t}, errorf(CodeConflict, nil, "an intervention (%s) is already open on this identity; close it before opening another", t.Intervention), done
+	}
 	if in.DedupKey != "" && slices.Contains(t.Seen, dedupHash(in.DedupKey)) {
 		return Result{Outcome: OutcomeDuplicate, From: t.State, To: t.State, Thread: t}, nil, done
 	}
@@ -239,12 +316,22 @@ func (e *Engine) attempt(ctx context.Context, in *Input, b *budget) (Result, err
 		}
 	}
 	res, err := e.commit(ctx, &t, in, page, &d, outcomeOf(d), "", calls)
+	if errors.Is(err, ErrConflict) && movesControl(d.Rule.Call) {
+		in.unrecorded = calls
+		return res, err, landed
+	}
 	if err == nil && in.Event == states.CustomerMessage && contradicts(in.Channel, res.To) {
 		// Meta routed the message as if someone else owned the thread (or
 		// RingCX did): ask who does. The message itself is applied.
 		return res, nil, refresh
 	}
 	return res, err, done
+}
+
+// movesControl reports whether a call that Meta accepted changed the
+// thread's owner.
+func movesControl(c states.Call) bool {
+	return c == states.CallPass || c == states.CallTake || c == states.CallRelease
 }
 
 // contradicts reports whether a customer message arriving on channel
@@ -255,6 +342,38 @@ func contradicts(channel string, st states.State) bool {
 		return false
 	}
 	return (channel == ChannelStandby) != (states.Holder(st) == states.ObservedOther)
+}
+
+// ChangeReader is implemented by a store that can read a thread about to be
+// changed more cheaply than a read that answers a caller — etcd from the
+// member it talks to, without confirming with the cluster's leader — at the
+// price of a record possibly a little stale. Deciding on a stale record is
+// safe: the compare-and-swap of the intent (before any Graph call) or of
+// the commit refuses it, and the event is decided again on a fresh read.
+type ChangeReader interface {
+	ThreadToChange(ctx context.Context, key ThreadKey) (Thread, error)
+}
+
+// loadForChange reads the thread an attempt decides on: through the cache,
+// else with the store's cheaper read unless in asks for a fresh one.
+func (e *Engine) loadForChange(ctx context.Context, in *Input) (Thread, error) {
+	cr, ok := e.store.(ChangeReader)
+	if !ok || in.fresh {
+		return e.loadLocked(ctx, in.Key)
+	}
+	if t, ok := e.cache.get(in.Key); ok {
+		return t, nil
+	}
+	t, err := cr.ThreadToChange(ctx, in.Key)
+	if errors.Is(err, ErrNotFound) {
+		// Perhaps only not there yet: the thread may have just been created.
+		return e.loadLocked(ctx, in.Key)
+	}
+	if err == nil {
+		in.cheap = true
+		e.cache.put(t)
+	}
+	return t, err
 }
 
 // loadLocked reads a thread through the cache; the caller holds its lock.
@@ -334,12 +453,14 @@ func (e *Engine) callWithIntent(ctx context.Context, t *Thread, in *Input, page 
 			target = page.RingCXAppID
 		}
 	}
+	in.wrote = true
 	if t.Revision > 0 {
 		intent := Intent{Key: t.Key(), Revision: t.Revision, Event: in.Event, Observed: in.Observed, Call: d.Rule.Call, Target: target, Cause: in.Cause, At: e.clock.Now()}
 		if err := e.store.PutIntent(ctx, intent); err != nil {
 			e.cache.drop(t.Key())
 			return CallRecord{Call: string(d.Rule.Call), Target: target, Outcome: "not_sent"}, storeError(err, "recording the Graph call intent")
 		}
+		in.intent = true
 	}
 	return e.graphCall(ctx, page, t.PSID, d.Rule.Call, target)
 }
@@ -412,6 +533,16 @@ func (e *Engine) callFailed(ctx context.Context, t *Thread, in *Input, page Page
 		failIn.content, failIn.openIntervention = nil, nil
 	}
 	res, err := e.commit(ctx, t, &failIn, page, nil, OutcomeFailed, callErr.Error(), calls)
+	if err != nil && then != done && errors.Is(err, ErrConflict) {
+		// Another instance committed to the thread first. The refusal
+		// still stands, and the owner refresh (or the next attempt)
+		// reads the thread again and records the call: the budget this
+		// refusal spent is not lost to the conflict.
+		e.cache.drop(t.Key())
+		in.fresh = true
+		in.unrecorded = calls
+		return res, wrapCallErr(callErr, calls), then
+	}
 	if err != nil {
 		return res, err, done
 	}
@@ -437,8 +568,10 @@ func wrapCallErr(err error, calls []CallRecord) error {
 }
 
 // refreshOwner asks Meta who owns the thread (thread_owner) and applies
-// owner_observed with the answer. The caller holds the thread's lock.
-func (e *Engine) refreshOwner(ctx context.Context, key ThreadKey, cause Cause) (Result, error) {
+// owner_observed with the answer, recording the calls made before (whose
+// own commit the store refused) with it. The caller holds the thread's
+// lock.
+func (e *Engine) refreshOwner(ctx context.Context, key ThreadKey, cause Cause, made ...CallRecord) (Result, error) {
 	page, err := e.page(key.PageID)
 	if err != nil {
 		return Result{}, err
@@ -451,9 +584,17 @@ func (e *Engine) refreshOwner(ctx context.Context, key ThreadKey, cause Cause) (
 		return Result{}, errorf(CodeMeta, err, "asking Meta for the thread's owner")
 	}
 	rec.Target = owner
-	in := &Input{Event: states.OwnerObserved, Observed: observe(page, owner, expires), AppID: owner, Key: key, Cause: cause, calls: []CallRecord{rec}}
-	res, err, _ := e.attempt(ctx, in, &budget{})
-	return res, err
+	in := &Input{Event: states.OwnerObserved, Observed: observe(page, owner, expires), AppID: owner, Key: key, Cause: cause, calls: append(slices.Clone(made), rec)}
+	for n := 1; ; n++ {
+		res, err, _ := e.attempt(ctx, in, &budget{})
+		if !errors.Is(err, ErrConflict) || n > maxConflicts || ctx.Err() != nil {
+			return res, err
+		}
+		// Another instance changed the thread meanwhile: record Meta's
+		// answer on the thread as it is now.
+		e.cache.drop(key)
+		e.conflictPause(ctx, n)
+	}
 }
 
 func observe(page Page, owner string, expires time.Time) states.Observed {

@@ -21,8 +21,12 @@ type cacheShard struct {
 	m  map[ThreadKey]Thread
 }
 
+// newThreadCache keeps up to size records; none when size is not positive.
 func newThreadCache(size int) *threadCache {
-	c := &threadCache{seed: maphash.MakeSeed(), max: max(size/16, 1)}
+	c := &threadCache{seed: maphash.MakeSeed(), max: max(size/16, 0)}
+	if size > 0 {
+		c.max = max(size/16, 1)
+	}
 	for i := range c.shards {
 		c.shards[i].m = map[ThreadKey]Thread{}
 	}
@@ -46,6 +50,9 @@ func (c *threadCache) get(k ThreadKey) (Thread, bool) {
 }
 
 func (c *threadCache) put(t Thread) {
+	if c.max == 0 {
+		return
+	}
 	k := t.Key()
 	s := c.shard(k)
 	s.mu.Lock()

@@ -13,6 +13,7 @@ import (
 // was ignored or its call failed), its history entry, and what the event
 // carries (an intervention, a content). Effects run after the commit.
 func (e *Engine) commit(ctx context.Context, t *Thread, in *Input, page Page, d *states.Decision, outcome, reason string, calls []CallRecord) (Result, error) {
+	in.wrote = true
 	now := e.clock.Now()
 	table := page.Table(now)
 	prev := *t
@@ -30,7 +31,7 @@ func (e *Engine) commit(ctx context.Context, t *Thread, in *Input, page Page, d 
 		c.Prev = &prev
 	}
 	// A call made (or Meta asked) settles whatever intent a crash left.
-	c.ResolveIntent = len(calls) > 0
+	c.ResolveIntent = len(calls) > 0 || in.intent
 
 	if d != nil {
 		e.transition(&next, t, in, page, *d, now)

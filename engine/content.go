@@ -55,6 +55,14 @@ func (e *Engine) CloseIntervention(ctx context.Context, id string) (Intervention
 		return iv, Result{}, e.threadErr(err, key)
 	}
 	if t.Intervention != iv.ID {
+		// The cached record may be older than another instance's commit:
+		// read the thread itself before deciding.
+		e.cache.drop(key)
+		if t, err = e.loadLocked(ctx, key); err != nil {
+			return iv, Result{}, e.threadErr(err, key)
+		}
+	}
+	if t.Intervention != iv.ID {
 		// Not the thread's current intervention: close the record only.
 		iv.Status, iv.ClosedAt = InterventionClosed, e.clock.Now()
 		if err := e.store.Commit(ctx, &Commit{Interventions: []Intervention{iv}}); err != nil {
@@ -151,6 +159,17 @@ func (e *Engine) scheduleFlush(key ThreadKey) {
 	e.flushing[key] = true
 	e.flushMu.Unlock()
 	e.background(func(ctx context.Context) {
+		// Most threads RingCX gets have nothing queued: look without the
+		// thread's lock, so that the thread's next event is not kept
+		// waiting (on a shared store, not sent to the inbox) by a read.
+		// Contents queued after this look are sent by whoever queues them,
+		// or by the next flush.
+		if q, err := e.store.Queue(ctx, key); err == nil && len(q) == 0 {
+			e.flushMu.Lock()
+			delete(e.flushing, key)
+			e.flushMu.Unlock()
+			return
+		}
 		unlock := e.locks.lock(key)
 		defer unlock()
 		e.flushMu.Lock()

@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/threadctl/threadctl/states"
@@ -75,11 +76,14 @@ func (nopObserver) Pruned(int, int, int)         {}
 
 // Config wires an engine. Store and Graph are required.
 type Config struct {
-	Store    Store
-	Graph    Graph
-	Clock    Clock        // nil: the real clock
-	Logger   *slog.Logger // nil: discard
-	Observer Observer     // nil: none
+	Store Store
+	Graph Graph
+	// Coordinator, when several instances share Store, says which one
+	// leads (coordinator.go); nil: this engine is alone and leads.
+	Coordinator Coordinator
+	Clock       Clock        // nil: the real clock
+	Logger      *slog.Logger // nil: discard
+	Observer    Observer     // nil: none
 
 	// ControlWindow is Meta's control expiry without activity (default 24 h).
 	ControlWindow time.Duration
@@ -93,7 +97,10 @@ type Config struct {
 	// sent) running at once (default 16).
 	Workers int
 	// CacheSize bounds how many thread records are kept in memory (default
-	// 65536).
+	// 65536; negative: none). With a Coordinator the default is none: when
+	// several instances share the store a cached record is often stale — a
+	// stale hit costs a refused transaction, a read and a second try, where
+	// reading first costs the read alone.
 	CacheSize int
 	// MaxGraphInFlight bounds the Graph API calls in flight per page
 	// (default 32): more wait for a slot until their context ends.
@@ -132,9 +139,11 @@ type Engine struct {
 	log   *slog.Logger
 	obs   Observer
 
-	locks locks
-	sched *scheduler
-	cache *threadCache
+	locks  locks
+	sched  *scheduler
+	coord  Coordinator
+	leader atomic.Bool // while coord says this instance leads
+	cache  *threadCache
 
 	learnMu   sync.Mutex // serialises changes to a page's settings
 	pagesMu   sync.RWMutex
@@ -184,7 +193,7 @@ func New(cfg Config) (*Engine, error) {
 	if cfg.Workers <= 0 {
 		cfg.Workers = 16
 	}
-	if cfg.CacheSize <= 0 {
+	if cfg.CacheSize == 0 && cfg.Coordinator == nil {
 		cfg.CacheSize = 65536
 	}
 	if cfg.MaxGraphInFlight <= 0 {
@@ -215,7 +224,7 @@ func New(cfg Config) (*Engine, error) {
 		cfg.ExtendBy = MaxExtension
 	}
 	e := &Engine{
-		cfg: cfg, store: cfg.Store, clock: cfg.Clock, log: cfg.Logger, obs: cfg.Observer,
+		cfg: cfg, store: cfg.Store, clock: cfg.Clock, log: cfg.Logger, obs: cfg.Observer, coord: cfg.Coordinator,
 		graph:     newBoundedGraph(cfg.Graph, cfg.MaxGraphInFlight, cfg.Observer.GraphInFlight),
 		pages:     map[string]Page{},
 		confirmed: map[string]time.Time{},
@@ -281,6 +290,9 @@ func (e *Engine) Start(ctx context.Context) error {
 		e.sched.run()
 	}()
 	e.spawn(e.pruner)
+	if e.coord != nil {
+		e.spawn(e.coordinate)
+	}
 	restored, err := e.store.Restored(ctx)
 	if err != nil {
 		return storeError(err, "reading the store's marks")

@@ -65,6 +65,9 @@ type harnessOpts struct {
 	clock                    *fakeClock
 	noClaimIdle              bool
 	historyKeep              int // engine.Config.HistoryKeep (0: its default)
+	// openStore, if set, opens another store than bbolt
+	// (enginetest.Options.OpenStore).
+	openStore func() (engine.Store, engine.Coordinator, func() error, error)
 }
 
 func newHarness(t *testing.T, o harnessOpts) *harness {
@@ -74,10 +77,11 @@ func newHarness(t *testing.T, o harnessOpts) *harness {
 	eo := enginetest.Options{
 		Primary: o.primary, Routing: o.routing, Mode: o.mode,
 		Takeover: o.takeover, ConfigTakeover: o.configTakeover, PendingTimeout: o.pendingTimeout,
-		Bot:      &sim.BotConfig{HonorRequests: o.honorRequests, PassDelayMS: int(o.passDelay / time.Millisecond), Reply: "echo", ClaimIdle: &claim},
-		Sim:      sim.Options{RetryDelays: []time.Duration{20 * time.Millisecond, 100 * time.Millisecond, 500 * time.Millisecond}},
-		Observer: h,
-		Engine:   func(c *engine.Config) { c.HistoryKeep = o.historyKeep },
+		Bot:       &sim.BotConfig{HonorRequests: o.honorRequests, PassDelayMS: int(o.passDelay / time.Millisecond), Reply: "echo", ClaimIdle: &claim},
+		Sim:       sim.Options{RetryDelays: []time.Duration{20 * time.Millisecond, 100 * time.Millisecond, 500 * time.Millisecond}},
+		Observer:  h,
+		Engine:    func(c *engine.Config) { c.HistoryKeep = o.historyKeep },
+		OpenStore: o.openStore,
 	}
 	if o.clock != nil {
 		eo.Clock = o.clock
@@ -208,7 +212,7 @@ func (h *harness) eventually(ok func() bool, msg func() string) {
 // history returns the thread's events, oldest first, as "event:outcome".
 func (h *harness) history(psid string) []engine.HistoryEntry {
 	h.t.Helper()
-	hs, err := h.store.History(ctx, key(psid), 0, 1000)
+	hs, err := h.env.EngineStore().History(ctx, key(psid), 0, 1000)
 	if err != nil {
 		h.t.Fatal(err)
 	}

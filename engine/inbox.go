@@ -2,6 +2,7 @@ package engine
 
 import (
 	"context"
+	"errors"
 	"sync"
 	"time"
 )
@@ -107,8 +108,10 @@ func (e *Engine) applyAccepted(ctx context.Context, a Accepted) (retry bool) {
 			e.reportWebhook(a.Notice.Kind, in, res, err)
 		}
 	}
-	if ErrorCode(err) == CodeUnavailable {
-		return true // the store failed: the event stays accepted
+	if ErrorCode(err) == CodeUnavailable || errors.Is(err, ErrConflict) {
+		// The store failed, or other instances kept changing the thread:
+		// the event stays accepted and is tried again.
+		return true
 	}
 	if err := e.store.Commit(ctx, &Commit{Consume: []uint64{a.Seq}}); err != nil {
 		e.log.Error("could not remove an applied webhook event from the inbox; it will be applied again (as a duplicate) after a restart", "seq", a.Seq, "err", err)

@@ -185,6 +185,13 @@ func (e *Engine) receiveThread(ctx context.Context, k ThreadKey, rs []received) 
 			if then == deferred {
 				break
 			}
+			if errors.Is(err, ErrConflict) {
+				// Another instance changed the thread since it was read:
+				// the event is accepted, and applied by the worker, which
+				// reads the thread again.
+				e.cache.drop(k)
+				break
+			}
 			if then == refresh {
 				// The message contradicts threadctl's view of the owner:
 				// ask Meta, without making Meta wait.

@@ -16,6 +16,9 @@ var timerEvents = map[TimerKind]states.Event{
 
 // timerDue fires a durable timer's event in the background.
 func (e *Engine) timerDue(t Timer) {
+	if !e.isLeader() {
+		return // the leader fires it, exactly once across instances
+	}
 	if t.Kind == TimerRecheck {
 		e.background(func(ctx context.Context) { e.recheck(ctx, t) })
 		return
@@ -141,6 +144,18 @@ func (e *Engine) recover(ctx context.Context) error {
 	if err != nil {
 		return storeError(err, "loading intents")
 	}
+	queued, err := e.store.QueuedThreads(ctx)
+	if err != nil {
+		return storeError(err, "loading queues")
+	}
+	e.settle(ctx, intents, queued)
+	return nil
+}
+
+// settle resolves intents left in flight and resumes the queues of threads,
+// whether a crash of this instance left them (recover) or the death of
+// another (takeOver).
+func (e *Engine) settle(ctx context.Context, intents []Intent, queued []ThreadKey) {
 	var left []Intent
 	for _, in := range intents {
 		if err := e.resolveIntent(ctx, in); err != nil {
@@ -151,14 +166,9 @@ func (e *Engine) recover(ctx context.Context) error {
 	if len(left) > 0 {
 		e.background(func(ctx context.Context) { e.retryIntents(ctx, left) })
 	}
-	queued, err := e.store.QueuedThreads(ctx)
-	if err != nil {
-		return storeError(err, "loading queues")
-	}
 	for _, key := range queued {
 		e.resumeQueue(ctx, key)
 	}
-	return nil
 }
 
 func (e *Engine) resolveIntent(ctx context.Context, in Intent) error {

@@ -23,6 +23,9 @@ func (e *Engine) pruner(ctx context.Context) {
 			return
 		case <-e.clock.After(e.cfg.PruneInterval):
 		}
+		if !e.isLeader() {
+			continue // the leader prunes the shared store
+		}
 		if err := e.Prune(ctx); err != nil && ctx.Err() == nil {
 			e.log.Warn("pruning failed; trying again at the next pass", "err", err)
 		}

@@ -23,7 +23,13 @@ var (
 // Store is the engine's storage, in domain terms. The engine serialises work
 // per thread; Store makes each Commit atomic and durable before it returns,
 // and refuses one whose expected revision is stale, so that several engine
-// instances could share a store. Reads see every commit that has returned.
+// instances can share a store (with a Coordinator). Reads see every commit
+// that has returned.
+//
+// In a store shared by several instances, the work in flight — intents,
+// accepted events, queued contents — belongs to the instance that made it:
+// Intents, Accepted and QueuedThreads return this instance's (and what
+// Coordinator.Orphans handed it), never another live instance's.
 type Store interface {
 	Pages(ctx context.Context) ([]Page, error)
 	PutPage(ctx context.Context, p Page) error

@@ -162,6 +162,18 @@ func (s *scheduler) sync(t *Thread) {
 	}
 }
 
+// reset forgets the timers in memory and reads the index again from its
+// start: for an instance that becomes the leader, which fires the timers
+// other instances armed.
+func (s *scheduler) reset() {
+	s.mu.Lock()
+	s.items = map[timerID]*timerItem{}
+	s.h = nil
+	s.horizon, s.retryAt = time.Time{}, time.Time{}
+	s.mu.Unlock()
+	s.poke()
+}
+
 func (s *scheduler) refillAt() time.Time {
 	s.mu.Lock()
 	defer s.mu.Unlock()

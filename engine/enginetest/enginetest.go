@@ -100,6 +100,11 @@ type Options struct {
 	// Webhook, if set, is told of every webhook delivery to threadctl: the
 	// body as threadctl's server got it, and the status it answered.
 	Webhook func(body []byte, status int)
+	// OpenStore, if set, opens the store the engine runs on instead of a
+	// bbolt file in Dir, at every start of the engine: the store, the
+	// Coordinator of the instances sharing it (nil: none), and how to
+	// close it. Store then returns nil; EngineStore returns it.
+	OpenStore func() (engine.Store, engine.Coordinator, func() error, error)
 }
 
 // Env is a running environment. The engine, store and server change when
@@ -125,6 +130,8 @@ type Env struct {
 
 	mu          sync.Mutex
 	db          *store.DB
+	st          engine.Store // db, or the store OpenStore opened
+	closeSt     func() error // closes st when OpenStore opened it
 	eng         *engine.Engine
 	srv         *server.Server
 	storeClosed bool
@@ -236,6 +243,14 @@ func (e *Env) Server() *server.Server {
 	return e.srv
 }
 
+// EngineStore is the store the engine runs on: the bbolt store, or the one
+// Options.OpenStore opened (nil between CloseEngine and OpenEngine).
+func (e *Env) EngineStore() engine.Store {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.st
+}
+
 // Now is the environment's clock.
 func (e *Env) Now() time.Time { return e.now() }
 
@@ -251,9 +266,22 @@ func (e *Env) OpenEngine() {
 func (e *Env) openEngine(page *engine.Page) {
 	e.t.Helper()
 	ctx := context.Background()
-	db, err := store.Open(e.Dir, store.Options{})
-	if err != nil {
-		e.t.Fatalf("store.Open: %v", err)
+	var (
+		db      *store.DB
+		st      engine.Store
+		coord   engine.Coordinator
+		closeSt func() error
+		err     error
+	)
+	if e.opts.OpenStore != nil {
+		if st, coord, closeSt, err = e.opts.OpenStore(); err != nil {
+			e.t.Fatalf("opening the store: %v", err)
+		}
+	} else {
+		if db, err = store.Open(e.Dir, store.Options{}); err != nil {
+			e.t.Fatalf("store.Open: %v", err)
+		}
+		st, closeSt = db, db.Close
 	}
 	graph := e.GraphClient(RingCXToken, RingCXSecret)
 	if e.opts.GraphTimeout > 0 {
@@ -265,7 +293,7 @@ func (e *Env) openEngine(page *engine.Page) {
 		retryDelay = e.opts.RetryDelay
 	}
 	ecfg := engine.Config{
-		Store: db, Graph: graph, Clock: e.opts.Clock,
+		Store: st, Coordinator: coord, Graph: graph, Clock: e.opts.Clock,
 		RetryDelay: retryDelay, Observer: e.opts.Observer, MaxGraphInFlight: e.opts.MaxGraphInFlight,
 	}
 	if e.opts.Engine != nil {
@@ -273,11 +301,11 @@ func (e *Env) openEngine(page *engine.Page) {
 	}
 	eng, err := engine.New(ecfg)
 	if err != nil {
-		db.Close()
+		closeSt()
 		e.t.Fatalf("engine.New: %v", err)
 	}
 	e.mu.Lock()
-	e.db, e.eng, e.storeClosed = db, eng, false
+	e.db, e.st, e.closeSt, e.eng, e.storeClosed = db, st, closeSt, eng, false
 	e.mu.Unlock()
 	if page != nil {
 		if err := eng.SetPage(ctx, *page); err != nil {
@@ -307,8 +335,8 @@ func (e *Env) openEngine(page *engine.Page) {
 // it.
 func (e *Env) CloseEngine() {
 	e.mu.Lock()
-	eng, db, closed := e.eng, e.db, e.storeClosed
-	e.eng, e.db, e.srv = nil, nil, nil
+	eng, db, closeSt, closed := e.eng, e.db, e.closeSt, e.storeClosed
+	e.eng, e.db, e.st, e.closeSt, e.srv = nil, nil, nil, nil, nil
 	e.mu.Unlock()
 	if eng == nil {
 		return
@@ -317,10 +345,12 @@ func (e *Env) CloseEngine() {
 	if closed {
 		return
 	}
-	if problems, err := db.Check(); err != nil || len(problems) > 0 {
-		e.t.Errorf("store check: %v %v", problems, err)
+	if db != nil {
+		if problems, err := db.Check(); err != nil || len(problems) > 0 {
+			e.t.Errorf("store check: %v %v", problems, err)
+		}
 	}
-	db.Close()
+	closeSt()
 }
 
 // CloseStore closes the store under the running engine and server, as a
@@ -329,7 +359,7 @@ func (e *Env) CloseStore() error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	e.storeClosed = true
-	return e.db.Close()
+	return e.closeSt()
 }
 
 // DropHandovers makes the webhook endpoint acknowledge handover events
