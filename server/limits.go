@@ -66,7 +66,7 @@ func (s *Server) unambiguous(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		for _, name := range sortedKeys(query) {
 			if n := len(query[name]); n > 1 {
-				return ambiguous("query parameter %s is given %d times", name, n)
+				return ambiguous("query parameter %q is given %d times", name, n)
 			}
 		}
 		form, err := formBody(r)
@@ -75,10 +75,10 @@ func (s *Server) unambiguous(next echo.HandlerFunc) echo.HandlerFunc {
 		}
 		for _, name := range sortedKeys(form) {
 			if n := len(form[name]); n > 1 {
-				return ambiguous("form field %s is given %d times", name, n)
+				return ambiguous("form field %q is given %d times", name, n)
 			}
 			if q, ok := query[name]; ok && q[0] != form[name][0] {
-				return ambiguous("%s is given in the query and in the form body, with different values", name)
+				return ambiguous("%q is given in the query and in the form body, with different values", name)
 			}
 		}
 		return next(c)
