@@ -20,6 +20,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"mime"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -277,6 +278,23 @@ func (ff *fuzzFixture) serveRequest(raw []byte) (reply, *http.Request, bool) {
 	res := rec.Result()
 	body, _ := io.ReadAll(res.Body)
 	return reply{status: res.StatusCode, header: res.Header, body: body}, req, true
+}
+
+// formMalformed reports whether raw is a request whose form body (URL-encoded
+// or multipart, on POST, PUT or PATCH) does not parse.
+func formMalformed(raw []byte) bool {
+	req, err := http.ReadRequest(bufio.NewReader(bytes.NewReader(raw)))
+	if err != nil || (req.Method != http.MethodPost && req.Method != http.MethodPut && req.Method != http.MethodPatch) {
+		return false
+	}
+	ct, _, _ := mime.ParseMediaType(req.Header.Get("Content-Type"))
+	switch ct {
+	case "application/x-www-form-urlencoded":
+		return req.ParseForm() != nil
+	case "multipart/form-data":
+		return req.ParseMultipartForm(32<<10) != nil
+	}
+	return false
 }
 
 // validHeaderValue is net/http's server rule (httpguts.ValidHeaderFieldValue):
@@ -630,7 +648,7 @@ func FuzzBotsAPI(f *testing.F) {
 		if p := tokenProblem(r, none, exact, len(dups) > 0 || perr != nil); p != "" {
 			fail(t, raw, r, "%s", p)
 		}
-		if p := dupProblem(r, dups, exact); p != "" {
+		if p := dupProblem(r, dups, exact); p != "" && perr == nil { // a malformed query string is refused as that first
 			fail(t, raw, r, "%s", p)
 		}
 		after := ff.revisions(t)
@@ -811,10 +829,13 @@ func FuzzAgentAPI(f *testing.F) {
 		if p := malformedProblem(r, perr); p != "" && route != "" {
 			fail(t, raw, r, "%s", p)
 		}
-		if p := tokenProblem(r, none, exact, len(dups) > 0 || perr != nil); p != "" && route != "" {
+		// A form body that does not parse may hold a token: refused (400)
+		// before the token check, as a malformed query string is.
+		badForm := formMalformed(raw)
+		if p := tokenProblem(r, none, exact, len(dups) > 0 || perr != nil || badForm); p != "" && route != "" {
 			fail(t, raw, r, "%s", p)
 		}
-		if p := dupProblem(r, dups, exact); p != "" && route != "" {
+		if p := dupProblem(r, dups, exact); p != "" && route != "" && perr == nil {
 			fail(t, raw, r, "%s", p)
 		}
 		if r.status >= 400 && r.status < 500 {
