@@ -148,6 +148,10 @@ func (e *Engine) Receive(ctx context.Context, notices []Notice) error {
 		}
 		byThread[in.Key] = append(byThread[in.Key], received{notice: n, in: in})
 	}
+	if len(order) == 1 {
+		// One thread, the common case: no goroutine to start and wait for.
+		return e.receiveThread(ctx, order[0], byThread[order[0]])
+	}
 	var (
 		wg   sync.WaitGroup
 		mu   sync.Mutex
