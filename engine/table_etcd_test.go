@@ -1,17 +1,11 @@
 package engine_test
 
 import (
-	"context"
 	"flag"
 	"fmt"
-	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/threadctl/threadctl/engine"
 	"github.com/threadctl/threadctl/states"
-	"github.com/threadctl/threadctl/store/etcd"
-	"github.com/threadctl/threadctl/store/etcd/etcdtest"
 )
 
 var etcdCells = flag.String("etcd-cells", "sample", "TestEveryHOPRowOnEtcd: every third cell (sample), all Handover Protocol cells (all), or none")
@@ -27,21 +21,7 @@ func TestEveryHOPRowOnEtcd(t *testing.T) {
 	if *etcdCells == "none" || testing.Short() {
 		t.Skip("-etcd-cells=none or -short")
 	}
-	cluster, err := etcdtest.Start(etcdtest.Options{Members: 3})
-	if err != nil {
-		t.Fatalf("starting the etcd cluster: %v", err)
-	}
-	t.Cleanup(cluster.Close)
-	var prefixes atomic.Int64
-	openStore := func() (engine.Store, engine.Coordinator, func() error, error) {
-		st, err := etcd.Open(context.Background(), etcd.Options{
-			Endpoints: cluster.Endpoints(), Prefix: fmt.Sprintf("/cell-%d/", prefixes.Add(1)), SessionTTL: 2 * time.Second,
-		})
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		return st, st, st.Close, nil
-	}
+	stores := etcdStores(t)
 	events := []struct {
 		event    states.Event
 		observed states.Observed
@@ -71,7 +51,7 @@ func TestEveryHOPRowOnEtcd(t *testing.T) {
 				name := fmt.Sprintf("%s/%s/%s", tbl, states.Rule{Event: ev.event, Observed: ev.observed}.Name(), from)
 				t.Run(name, func(t *testing.T) {
 					t.Parallel()
-					runCellWith(t, tbl, ev.event, ev.observed, from, openStore)
+					runCellWith(t, tbl, ev.event, ev.observed, from, stores())
 				})
 			}
 		}
