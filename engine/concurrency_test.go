@@ -59,8 +59,26 @@ func validRun(name string, hs []engine.HistoryEntry, final engine.Thread) []stri
 // few threads, with the simulator's reference bot answering requests and
 // webhooks arriving concurrently.
 func TestConcurrentEventsKeepValidRuns(t *testing.T) {
+	concurrentEventsKeepValidRuns(t, nil)
+}
+
+// TestConcurrentEventsKeepValidRunsOnEtcd is TestConcurrentEventsKeepValidRuns
+// on the etcd store, on a real 3-member cluster started in-process for it.
+func TestConcurrentEventsKeepValidRunsOnEtcd(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short")
+	}
+	concurrentEventsKeepValidRuns(t, etcdStores(t)())
+}
+
+// concurrentEventsKeepValidRuns is TestConcurrentEventsKeepValidRuns on the
+// store openStore opens (nil: bbolt).
+func concurrentEventsKeepValidRuns(t *testing.T, openStore openStoreFunc) {
 	// Every history entry is kept, so that the whole run is checked.
-	h := newHarness(t, harnessOpts{primary: states.PrimaryBot, honorRequests: true, pendingTimeout: 50 * time.Millisecond, historyKeep: -1})
+	h := newHarness(t, harnessOpts{
+		primary: states.PrimaryBot, honorRequests: true, pendingTimeout: 50 * time.Millisecond, historyKeep: -1,
+		openStore: openStore,
+	})
 	psids := []string{"7200000000000001", "7200000000000002", "7200000000000003"}
 	for _, p := range psids {
 		if _, err := h.sim.CustomerMessage(pageID, p, "hi"); err != nil {

@@ -1,47 +1,27 @@
 package engine_test
 
 import (
-	"context"
 	"flag"
 	"fmt"
-	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/threadctl/threadctl/engine"
 	"github.com/threadctl/threadctl/states"
-	"github.com/threadctl/threadctl/store/etcd"
-	"github.com/threadctl/threadctl/store/etcd/etcdtest"
 )
 
-var etcdCells = flag.String("etcd-cells", "sample", "TestEveryHOPRowOnEtcd: every third cell (sample), all Handover Protocol cells (all), or none")
+var etcdCells = flag.String("etcd-cells", "sample", "TestEveryRowOnEtcd: a sample of the cells (sample), every cell (all), or none")
 
-// TestEveryHOPRowOnEtcd is TestEveryRowAgainstSimulator's per-cell check on
-// the etcd store, on a real 3-member cluster started in-process for it:
-// the Handover Protocol's tables (one per primary). All 138 of their cells
-// take a few minutes on two cores under -race; by default a deterministic
-// sample — every third cell in the order the full test lists them, which
-// covers every table, event and state — runs (-etcd-cells=all for every
-// one).
-func TestEveryHOPRowOnEtcd(t *testing.T) {
+// TestEveryRowOnEtcd is TestEveryRowAgainstSimulator's per-cell check on the
+// etcd store, on a real 3-member cluster started in-process for it. All 368
+// cells of the tables take several minutes on two cores under -race; by
+// default a deterministic sample runs (-etcd-cells=all for every one): in
+// the order the full test lists the cells, every third of the Handover
+// Protocol's tables and every fifth of Conversation Routing's, which covers
+// every table, and every event from every state on each protocol.
+func TestEveryRowOnEtcd(t *testing.T) {
 	if *etcdCells == "none" || testing.Short() {
 		t.Skip("-etcd-cells=none or -short")
 	}
-	cluster, err := etcdtest.Start(etcdtest.Options{Members: 3})
-	if err != nil {
-		t.Fatalf("starting the etcd cluster: %v", err)
-	}
-	t.Cleanup(cluster.Close)
-	var prefixes atomic.Int64
-	openStore := func() (engine.Store, engine.Coordinator, func() error, error) {
-		st, err := etcd.Open(context.Background(), etcd.Options{
-			Endpoints: cluster.Endpoints(), Prefix: fmt.Sprintf("/cell-%d/", prefixes.Add(1)), SessionTTL: 2 * time.Second,
-		})
-		if err != nil {
-			return nil, nil, nil, err
-		}
-		return st, st, st.Close, nil
-	}
+	stores := etcdStores(t)
 	events := []struct {
 		event    states.Event
 		observed states.Observed
@@ -55,8 +35,9 @@ func TestEveryHOPRowOnEtcd(t *testing.T) {
 	}
 	n, ran := 0, 0
 	for _, tbl := range states.Tables {
-		if tbl.Routing != states.HandoverProtocol {
-			continue
+		stride := 3
+		if tbl.Routing == states.ConversationRouting {
+			stride = 5
 		}
 		for _, ev := range events {
 			for _, from := range states.All {
@@ -64,17 +45,17 @@ func TestEveryHOPRowOnEtcd(t *testing.T) {
 					continue
 				}
 				n++
-				if *etcdCells != "all" && n%3 != 1 {
+				if *etcdCells != "all" && n%stride != 1 {
 					continue
 				}
 				ran++
 				name := fmt.Sprintf("%s/%s/%s", tbl, states.Rule{Event: ev.event, Observed: ev.observed}.Name(), from)
 				t.Run(name, func(t *testing.T) {
 					t.Parallel()
-					runCellWith(t, tbl, ev.event, ev.observed, from, openStore)
+					runCellWith(t, tbl, ev.event, ev.observed, from, stores())
 				})
 			}
 		}
 	}
-	t.Logf("%d of the %d Handover Protocol cells on etcd", ran, n)
+	t.Logf("%d of the %d cells on etcd", ran, n)
 }
