@@ -7,6 +7,7 @@ package etcdtest
 import (
 	"errors"
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
@@ -43,8 +44,19 @@ type Options struct {
 	Ports []int
 }
 
-// Start starts a cluster and waits until every member is ready.
+// Start starts a cluster and waits until every member is ready. When it
+// picked the ports itself and one was taken before etcd bound it, it tries
+// again on new ones (twice at most).
 func Start(o Options) (*Cluster, error) {
+	for try := 0; ; try++ {
+		c, err := start(o)
+		if err == nil || try == 2 || len(o.Ports) > 0 || o.Dir != "" || !strings.Contains(err.Error(), "address already in use") {
+			return c, err
+		}
+	}
+}
+
+func start(o Options) (*Cluster, error) {
 	if o.Members <= 0 {
 		o.Members = 3
 	}
@@ -128,13 +140,25 @@ func (m *member) start() error {
 	return nil
 }
 
+// freePort picks a loopback port for a member, free when picked: etcd
+// binds it later itself (its URLs must be known before it starts), so the
+// port is chosen below the kernel's ephemeral range (32768 and up on
+// Linux), where other tests' listeners on port 0 and outgoing connections
+// do not land. A port taken by the kernel's choice of an ephemeral port
+// between the pick and etcd's bind made another test's server receive this
+// cluster's raft traffic, and this cluster fail with "address already in
+// use".
 func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
+	for range 100 {
+		p := 10000 + rand.IntN(20000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", p))
+		if err != nil {
+			continue
+		}
+		l.Close()
+		return p, nil
 	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
+	return 0, errors.New("no free loopback port between 10000 and 30000")
 }
 
 // Endpoints are the members' client URLs.
