@@ -134,7 +134,7 @@ type debugThread struct {
 
 func getThread(t *testing.T, base, psid string) (debugThread, error) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, base+"/debug/threads/"+psid+"?limit=100", nil)
+	req, _ := http.NewRequest(http.MethodGet, base+"/debug/threads/"+psid+"?limit=500", nil)
 	req.Header.Set("Authorization", "Bearer "+demoAPIToken)
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
