@@ -29,15 +29,17 @@ func TestEtcdInstanceSIGKILL(t *testing.T) {
 	if err != nil {
 		t.Fatalf("starting the etcd cluster: %v", err)
 	}
-	defer cluster.Close()
+	// Cleanups run last registered first: the instances stop before the
+	// cluster, the simulator and its hook are closed.
+	t.Cleanup(cluster.Close)
 
 	s := sim.New(sim.Options{RetryDelays: []time.Duration{50 * time.Millisecond, 200 * time.Millisecond, time.Second, 2 * time.Second, 4 * time.Second}})
-	defer s.Close()
+	t.Cleanup(s.Close)
 	simSrv := httptest.NewServer(s.Handler())
-	defer simSrv.Close()
+	t.Cleanup(simSrv.Close)
 	fwd := &forwarder{}
 	hook := httptest.NewServer(fwd)
-	defer hook.Close()
+	t.Cleanup(hook.Close)
 	fields := []string{"messages", "messaging_handovers", "standby"}
 	err = s.PutPage(sim.PageConfig{PageID: demoPageID, Mode: "hop_v2", PrimaryAppID: demoBotAppID, Apps: []sim.AppConfig{
 		{AppID: demoRingCXAppID, Name: "RingCX", AccessToken: demoRingCXToken, AppSecret: demoRingCXSec, CallbackURL: hook.URL, VerifyToken: demoVerifyToken, Fields: fields},
