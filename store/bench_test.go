@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/threadctl/threadctl/engine"
 	"github.com/threadctl/threadctl/states"
+	"github.com/threadctl/threadctl/store/storetest"
 )
 
 // noGraph fails every call: the benchmark's events make none.
@@ -43,35 +43,6 @@ func (noGraph) SendText(context.Context, string, string, string) (string, error)
 }
 
 const benchPage = "100000000000001"
-
-// runConcurrent runs n operations spread over c goroutines and reports
-// operations per second.
-func runConcurrent(b *testing.B, c int, op func(worker, i int) error) {
-	b.Helper()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	b.ResetTimer()
-	start := time.Now()
-	for w := range c {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= b.N {
-					return
-				}
-				if err := op(w, i); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "events/s")
-}
 
 // BenchmarkDurable compares durable engine events (a customer message on a
 // bot-owned thread: one thread record, one history entry, one commit) with
@@ -128,7 +99,7 @@ func benchEngine(b *testing.B, callers int) {
 	eng, report := newBenchEngine(b)
 	defer report()
 	ctx := context.Background()
-	runConcurrent(b, callers, func(w, i int) error {
+	storetest.RunConcurrent(b, callers, "events/s", func(w, i int) error {
 		_, err := eng.Apply(ctx, engine.Input{
 			Event: states.CustomerMessage, Cause: engine.CauseWebhook, Create: true, Channel: engine.ChannelStandby,
 			Key:      engine.ThreadKey{PageID: benchPage, PSID: fmt.Sprintf("%d", 7000000000000000+w)},
@@ -174,7 +145,7 @@ func benchRaw(b *testing.B, callers, threadBytes, historyBytes int, commit func(
 	hv := make([]byte, historyBytes)
 	rand.Read(tv)
 	rand.Read(hv)
-	runConcurrent(b, callers, func(w, i int) error {
+	storetest.RunConcurrent(b, callers, "events/s", func(w, i int) error {
 		return commit(db, func(tx *bolt.Tx) error {
 			if err := tx.Bucket([]byte("threads")).Put(fmt.Appendf(nil, "%s\x00%d", benchPage, w), tv); err != nil {
 				return err

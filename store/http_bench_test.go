@@ -2,7 +2,6 @@ package store
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -19,6 +18,7 @@ import (
 
 	"github.com/threadctl/threadctl/messenger"
 	"github.com/threadctl/threadctl/server"
+	"github.com/threadctl/threadctl/store/storetest"
 )
 
 // BenchmarkWebhookHTTP measures durable webhook transitions through the whole
@@ -74,29 +74,14 @@ func benchWebhookHTTP(b *testing.B, callers int, lean bool) {
 			conns = append(conns, c)
 		}
 	}
-	runConcurrent(b, callers, func(w, i int) error {
+	storetest.RunConcurrent(b, callers, "events/s", func(w, i int) error {
 		body := fmt.Appendf(nil, `{"object":"page","entry":[{"id":"%s","time":%d,"standby":[{"sender":{"id":"%d"},"recipient":{"id":"%s"},"timestamp":%d,"message":{"mid":"m_%d","text":"hello"}}]}]}`,
 			benchPage, start+int64(i), 7000000000000000+w, benchPage, start+int64(i), i)
-		sig, _ := messenger.Sign(body, "ringcx-secret")
 		if lean {
+			sig, _ := messenger.Sign(body, "ringcx-secret")
 			return conns[w].post("/webhooks/messenger", sig, body)
 		}
-		req, err := http.NewRequest(http.MethodPost, url, bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-Hub-Signature-256", sig)
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("webhook answered %s", resp.Status)
-		}
-		return nil
+		return storetest.PostWebhook(client, url, body, "ringcx-secret")
 	})
 }
 

@@ -1,7 +1,6 @@
 package etcd_test
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,10 +17,10 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/threadctl/threadctl/engine"
-	"github.com/threadctl/threadctl/messenger"
 	"github.com/threadctl/threadctl/server"
 	"github.com/threadctl/threadctl/states"
 	"github.com/threadctl/threadctl/store"
+	"github.com/threadctl/threadctl/store/storetest"
 )
 
 // BenchmarkScaling measures real transitions through threadctl — signed
@@ -121,7 +120,7 @@ func benchWebhooks(b *testing.B, callers, instances int) {
 	for w := range flips {
 		flips[w] = make([]bool, per)
 	}
-	runConcurrent(b, callers, func(w, i int) error {
+	storetest.RunConcurrent(b, callers, "transitions/s", func(w, i int) error {
 		j := i % per
 		psid := 7000000000000000 + w*per + j
 		ts := stamp.Add(1)
@@ -132,23 +131,7 @@ func benchWebhooks(b *testing.B, callers, instances int) {
 		flips[w][j] = !flips[w][j]
 		body := fmt.Appendf(nil, `{"object":"page","entry":[{"id":"%s","time":%d,"messaging":[{"sender":{"id":"%d"},"recipient":{"id":"%s"},"timestamp":%d,%s}]}]}`,
 			pageID, ts, psid, pageID, ts, ev)
-		sig, _ := messenger.Sign(body, "ringcx-secret")
-		req, err := http.NewRequest(http.MethodPost, urls[i%len(urls)], bytes.NewReader(body))
-		if err != nil {
-			return err
-		}
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("X-Hub-Signature-256", sig)
-		resp, err := client.Do(req)
-		if err != nil {
-			return err
-		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK {
-			return fmt.Errorf("webhook answered %s", resp.Status)
-		}
-		return nil
+		return storetest.PostWebhook(client, urls[i%len(urls)], body, "ringcx-secret")
 	})
 }
 
@@ -161,7 +144,7 @@ func benchFloor(b *testing.B, callers int) {
 	value := strings.Repeat("x", 400)
 	ctx := context.Background()
 	var revs sync.Map
-	runConcurrent(b, callers, func(w, i int) error {
+	storetest.RunConcurrent(b, callers, "transitions/s", func(w, i int) error {
 		k := fmt.Sprintf("%sthreads/%s/%d", prefix, pageID, 7000000000000000+w*100+i%100)
 		resp, err := cli.Get(ctx, k)
 		if err != nil {
@@ -184,33 +167,6 @@ func benchFloor(b *testing.B, callers int) {
 		}
 		return nil
 	})
-}
-
-// runConcurrent runs b.N operations spread over c goroutines and reports
-// their rate.
-func runConcurrent(b *testing.B, c int, op func(worker, i int) error) {
-	b.Helper()
-	var next atomic.Int64
-	var wg sync.WaitGroup
-	b.ResetTimer()
-	began := time.Now()
-	for w := range c {
-		wg.Go(func() {
-			for {
-				i := int(next.Add(1)) - 1
-				if i >= b.N {
-					return
-				}
-				if err := op(w, i); err != nil {
-					b.Error(err)
-					return
-				}
-			}
-		})
-	}
-	wg.Wait()
-	b.StopTimer()
-	b.ReportMetric(float64(b.N)/time.Since(began).Seconds(), "transitions/s")
 }
 
 // TestFootprint measures what a thread costs in etcd: keys and bytes of
