@@ -5,52 +5,9 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/threadctl/threadctl/engine/fakeclock"
 )
-
-// stepClock is a clock a test moves by hand.
-type stepClock struct {
-	mu      sync.Mutex
-	now     time.Time
-	waiters []stepWaiter
-}
-
-type stepWaiter struct {
-	at time.Time
-	ch chan time.Time
-}
-
-func (c *stepClock) Now() time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.now
-}
-
-func (c *stepClock) After(d time.Duration) <-chan time.Time {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	ch := make(chan time.Time, 1)
-	if d <= 0 {
-		ch <- c.now
-		return ch
-	}
-	c.waiters = append(c.waiters, stepWaiter{at: c.now.Add(d), ch: ch})
-	return ch
-}
-
-func (c *stepClock) advance(d time.Duration) {
-	c.mu.Lock()
-	c.now = c.now.Add(d)
-	keep := c.waiters[:0]
-	for _, w := range c.waiters {
-		if w.at.After(c.now) {
-			keep = append(keep, w)
-		} else {
-			w.ch <- c.now
-		}
-	}
-	c.waiters = keep
-	c.mu.Unlock()
-}
 
 // TestSchedulerWindow checks that the scheduler keeps only the timers due
 // within its window in memory, reads the next ones from the index as time
@@ -58,7 +15,7 @@ func (c *stepClock) advance(d time.Duration) {
 // over what the index had.
 func TestSchedulerWindow(t *testing.T) {
 	t0 := time.Date(2026, 11, 30, 9, 0, 0, 0, time.UTC)
-	clock := &stepClock{now: t0}
+	clock := fakeclock.New(t0)
 	var mu sync.Mutex
 	index := map[timerID]Timer{} // the store's index
 	fired := map[ThreadKey]time.Time{}
@@ -124,7 +81,7 @@ func TestSchedulerWindow(t *testing.T) {
 		t.Errorf("%d timers in memory after the only one moved past the window", n)
 	}
 	for _, step := range []time.Duration{2 * time.Hour, time.Hour, 2 * time.Hour, 19 * time.Hour} {
-		clock.advance(step)
+		clock.Advance(step)
 		now := clock.Now()
 		waitFor("timers due by "+now.Sub(t0).String(), func() bool {
 			mu.Lock()
