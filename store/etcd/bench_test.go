@@ -17,6 +17,7 @@ import (
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/threadctl/threadctl/engine"
+	"github.com/threadctl/threadctl/messenger"
 	"github.com/threadctl/threadctl/server"
 	"github.com/threadctl/threadctl/states"
 	"github.com/threadctl/threadctl/store"
@@ -131,7 +132,8 @@ func benchWebhooks(b *testing.B, callers, instances int) {
 		flips[w][j] = !flips[w][j]
 		body := fmt.Appendf(nil, `{"object":"page","entry":[{"id":"%s","time":%d,"messaging":[{"sender":{"id":"%d"},"recipient":{"id":"%s"},"timestamp":%d,%s}]}]}`,
 			pageID, ts, psid, pageID, ts, ev)
-		return storetest.PostWebhook(client, urls[i%len(urls)], body, "ringcx-secret")
+		sig, _ := messenger.Sign(body, "ringcx-secret")
+		return storetest.PostWebhook(client, urls[i%len(urls)], body, sig)
 	})
 }
 
