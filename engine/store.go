@@ -3,6 +3,7 @@ package engine
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/threadctl/threadctl/states"
@@ -124,6 +125,41 @@ type Commit struct {
 	Enqueue       []string       // content ids appended to the thread's queue
 	Dequeue       []string       // content ids removed from the queue
 	Interventions []Intervention // created or updated
+}
+
+// Valid reports whether c keeps the rules every store enforces, whatever its
+// key layout: history and intents change only with their thread, a thread
+// only with history entries that run on from Expect to its revision and end
+// in its state, and Prev, when given, is the record at Expect. Stores add
+// their own rules on keys and ids.
+func (c *Commit) Valid() error {
+	if c.Thread == nil {
+		if len(c.History) > 0 || c.ResolveIntent {
+			return fmt.Errorf("history and intents change only with their thread")
+		}
+		return nil
+	}
+	if _, err := states.ParseState(string(c.Thread.State)); err != nil {
+		return err
+	}
+	if len(c.History) == 0 {
+		return fmt.Errorf("a thread changes only with a history entry")
+	}
+	if c.Thread.Revision != c.Expect+uint64(len(c.History)) {
+		return fmt.Errorf("thread revision %d is not %d + %d history entries", c.Thread.Revision, c.Expect, len(c.History))
+	}
+	for i, h := range c.History {
+		if h.Revision != c.Expect+uint64(i)+1 {
+			return fmt.Errorf("history entry %d has revision %d, want %d", i, h.Revision, c.Expect+uint64(i)+1)
+		}
+	}
+	if last := c.History[len(c.History)-1]; last.To != c.Thread.State {
+		return fmt.Errorf("last history entry ends in %s, thread is %s", last.To, c.Thread.State)
+	}
+	if c.Prev != nil && (c.Prev.Revision != c.Expect || c.Prev.Key() != c.Thread.Key()) {
+		return fmt.Errorf("Prev is revision %d of %s, not %d of %s", c.Prev.Revision, c.Prev.Key(), c.Expect, c.Thread.Key())
+	}
+	return nil
 }
 
 // ListFilter selects threads for listing; empty fields match all.
