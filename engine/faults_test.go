@@ -540,14 +540,7 @@ func faultError(msg string) bool {
 
 func (f *faultEnv) history(psid string) []engine.HistoryEntry {
 	f.t.Helper()
-	hs, err := f.env.Store().History(ctx, key(psid), 0, 10000)
-	if err != nil {
-		f.t.Fatal(err)
-	}
-	for i, j := 0, len(hs)-1; i < j; i, j = i+1, j-1 {
-		hs[i], hs[j] = hs[j], hs[i]
-	}
-	return hs
+	return oldestFirst(f.t, f.env.EngineStore(), psid)
 }
 
 // snapshot reads a thread and its history as of one revision (a timer or

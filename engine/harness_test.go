@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -209,16 +211,20 @@ func (h *harness) eventually(ok func() bool, msg func() string) {
 	}
 }
 
-// history returns the thread's events, oldest first, as "event:outcome".
+// history returns the thread's history, oldest first.
 func (h *harness) history(psid string) []engine.HistoryEntry {
 	h.t.Helper()
-	hs, err := h.env.EngineStore().History(ctx, key(psid), 0, 1000)
+	return oldestFirst(h.t, h.env.EngineStore(), psid)
+}
+
+// oldestFirst is a thread's whole history in st, oldest first.
+func oldestFirst(t testing.TB, st engine.Store, psid string) []engine.HistoryEntry {
+	t.Helper()
+	hs, err := st.History(ctx, key(psid), 0, math.MaxInt32)
 	if err != nil {
-		h.t.Fatal(err)
+		t.Fatal(err)
 	}
-	for i, j := 0, len(hs)-1; i < j; i, j = i+1, j-1 {
-		hs[i], hs[j] = hs[j], hs[i]
-	}
+	slices.Reverse(hs)
 	return hs
 }
 

@@ -902,12 +902,7 @@ func linAgrees(st states.State, metaOwner string) bool {
 
 func (p *linPage) history(t *testing.T, psid string) []engine.HistoryEntry {
 	t.Helper()
-	hs, err := p.env.EngineStore().History(ctx, key(psid), 0, math.MaxInt32)
-	if err != nil {
-		t.Fatal(err)
-	}
-	slices.Reverse(hs)
-	return hs
+	return oldestFirst(t, p.env.EngineStore(), psid)
 }
 
 // linSimLog is the end of the simulator's log of a thread, one line each.

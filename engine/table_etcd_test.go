@@ -2,7 +2,6 @@ package engine_test
 
 import (
 	"flag"
-	"fmt"
 	"testing"
 
 	"github.com/threadctl/threadctl/states"
@@ -22,40 +21,21 @@ func TestEveryRowOnEtcd(t *testing.T) {
 		t.Skip("-etcd-cells=none or -short")
 	}
 	stores := etcdStores(t)
-	events := []struct {
-		event    states.Event
-		observed states.Observed
-	}{
-		{states.CustomerMessage, ""}, {states.HandoverToAgent, ""}, {states.HandoverToBot, ""},
-		{states.AgentEngage, ""}, {states.ControlPassed, ""}, {states.ControlTaken, ""},
-		{states.ControlRequested, ""}, {states.InterventionClosed, ""}, {states.RequestExpired, ""},
-		{states.ControlExpiring, ""},
-		{states.OwnerObserved, states.ObservedNone}, {states.OwnerObserved, states.ObservedRingCX},
-		{states.OwnerObserved, states.ObservedOther},
-	}
-	n, ran := 0, 0
-	for _, tbl := range states.Tables {
+	all := tableCells()
+	ran := 0
+	for i, c := range all {
 		stride := 3
-		if tbl.Routing == states.ConversationRouting {
+		if c.table.Routing == states.ConversationRouting {
 			stride = 5
 		}
-		for _, ev := range events {
-			for _, from := range states.All {
-				if ev.event == states.RequestExpired && from != states.Pending || ev.event == states.ControlExpiring && from != states.Agent {
-					continue
-				}
-				n++
-				if *etcdCells != "all" && n%stride != 1 {
-					continue
-				}
-				ran++
-				name := fmt.Sprintf("%s/%s/%s", tbl, states.Rule{Event: ev.event, Observed: ev.observed}.Name(), from)
-				t.Run(name, func(t *testing.T) {
-					t.Parallel()
-					runCellWith(t, tbl, ev.event, ev.observed, from, stores())
-				})
-			}
+		if *etcdCells != "all" && (i+1)%stride != 1 {
+			continue
 		}
+		ran++
+		t.Run(c.name(), func(t *testing.T) {
+			t.Parallel()
+			runCellWith(t, c.table, c.event, c.observed, c.from, stores())
+		})
 	}
-	t.Logf("%d of the %d cells on etcd", ran, n)
+	t.Logf("%d of the %d cells on etcd", ran, len(all))
 }

@@ -22,6 +22,32 @@ import (
 // delivered to the engine as Meta would shape it, and Meta's owner is not
 // compared.
 func TestEveryRowAgainstSimulator(t *testing.T) {
+	all := tableCells()
+	for _, c := range all {
+		t.Run(c.name(), func(t *testing.T) {
+			t.Parallel()
+			runCell(t, c.table, c.event, c.observed, c.from)
+		})
+	}
+	t.Logf("%d cells", len(all))
+}
+
+// tableCell is one cell of a table: an event (with what was observed, for
+// owner_observed) in a state.
+type tableCell struct {
+	table    states.Table
+	event    states.Event
+	observed states.Observed
+	from     states.State
+}
+
+func (c tableCell) name() string {
+	return fmt.Sprintf("%s/%s/%s", c.table, states.Rule{Event: c.event, Observed: c.observed}.Name(), c.from)
+}
+
+// tableCells is every cell of every table, table by table, each event from
+// each state where it can happen.
+func tableCells() []tableCell {
 	events := []struct {
 		event    states.Event
 		observed states.Observed
@@ -33,7 +59,7 @@ func TestEveryRowAgainstSimulator(t *testing.T) {
 		{states.OwnerObserved, states.ObservedNone}, {states.OwnerObserved, states.ObservedRingCX},
 		{states.OwnerObserved, states.ObservedOther},
 	}
-	n := 0
+	var out []tableCell
 	for _, tbl := range states.Tables {
 		for _, ev := range events {
 			for _, from := range states.All {
@@ -43,16 +69,11 @@ func TestEveryRowAgainstSimulator(t *testing.T) {
 				if ev.event == states.ControlExpiring && from != states.Agent {
 					continue // its timer exists only while RingCX holds the thread
 				}
-				name := fmt.Sprintf("%s/%s/%s", tbl, states.Rule{Event: ev.event, Observed: ev.observed}.Name(), from)
-				n++
-				t.Run(name, func(t *testing.T) {
-					t.Parallel()
-					runCell(t, tbl, ev.event, ev.observed, from)
-				})
+				out = append(out, tableCell{tbl, ev.event, ev.observed, from})
 			}
 		}
 	}
-	t.Logf("%d cells", n)
+	return out
 }
 
 // tableOpts is a harness whose page follows table tbl: at Meta (the
