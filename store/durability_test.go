@@ -21,6 +21,7 @@ import (
 
 	"github.com/threadctl/threadctl/engine"
 	"github.com/threadctl/threadctl/states"
+	"github.com/threadctl/threadctl/store/storetest"
 	"github.com/threadctl/threadctl/store/wal"
 )
 
@@ -78,7 +79,7 @@ func TestTailChild(t *testing.T) {
 		}
 		psid := tailPSIDs[i%len(tailPSIDs)]
 		st := []states.State{states.Bot, states.Agent}[i/len(tailPSIDs)%2]
-		th := step(t, s, prev[psid], engine.ThreadKey{PageID: "100", PSID: psid}, st, func(th *engine.Thread) { th.Owner = tailOwner(i) })
+		th := storetest.Step(t, s, prev[psid], engine.ThreadKey{PageID: "100", PSID: psid}, st, func(th *engine.Thread) { th.Owner = tailOwner(i) })
 		prev[psid] = th
 		fmt.Fprintf(out, "ack %s %d %s %d %d\n", psid, th.Revision, th.State, s.log.LastIndex(), i)
 	}
@@ -353,14 +354,14 @@ func TestTornAndCorruptTail(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			redo := step(t, s, &th, next.key, states.Idle, func(th *engine.Thread) { th.Owner = "" })
+			redo := storetest.Step(t, s, &th, next.key, states.Idle, func(th *engine.Thread) { th.Owner = "" })
 			if redo.Revision != next.rev {
 				t.Errorf("the commit after the repair has revision %d, want %d (the dropped one's)", redo.Revision, next.rev)
 			}
 			if got := s.log.LastIndex(); got != next.index {
 				t.Errorf("the commit after the repair went to log record %d, want %d", got, next.index)
 			}
-			step(t, s, redo, next.key, states.Bot, func(th *engine.Thread) { th.Owner = "app-after" })
+			storetest.Step(t, s, redo, next.key, states.Bot, func(th *engine.Thread) { th.Owner = "app-after" })
 			if got := s.log.LastIndex(); got != next.index+1 {
 				t.Errorf("the second commit after the repair went to log record %d, want %d", got, next.index+1)
 			}

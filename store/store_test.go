@@ -11,6 +11,7 @@ import (
 
 	"github.com/threadctl/threadctl/engine"
 	"github.com/threadctl/threadctl/states"
+	"github.com/threadctl/threadctl/store/storetest"
 )
 
 var ctx = context.Background()
@@ -32,31 +33,6 @@ func openTest(t testing.TB) *DB {
 
 var t0 = time.Date(2026, 11, 25, 12, 0, 0, 0, time.UTC)
 
-// step commits one transition of thread k to state st and returns the new record.
-func step(t testing.TB, s *DB, prev *engine.Thread, k engine.ThreadKey, st states.State, mut func(*engine.Thread)) *engine.Thread {
-	t.Helper()
-	var next engine.Thread
-	var expect uint64
-	from := states.Idle
-	if prev != nil {
-		next = *prev
-		expect = prev.Revision
-		from = prev.State
-	} else {
-		next = engine.Thread{PageID: k.PageID, PSID: k.PSID, Primary: states.PrimaryBot, CreatedAt: t0}
-	}
-	next.State = st
-	next.Revision = expect + 1
-	if mut != nil {
-		mut(&next)
-	}
-	h := engine.HistoryEntry{Revision: next.Revision, At: t0, Event: states.CustomerMessage, From: from, To: st, Outcome: engine.OutcomeApplied}
-	if err := s.Commit(ctx, &engine.Commit{Thread: &next, Expect: expect, History: []engine.HistoryEntry{h}}); err != nil {
-		t.Fatalf("Commit %s rev %d: %v", k, next.Revision, err)
-	}
-	return &next
-}
-
 func TestReopenKeepsEverything(t *testing.T) {
 	dir := t.TempDir()
 	s, err := Open(dir, Options{})
@@ -64,7 +40,7 @@ func TestReopenKeepsEverything(t *testing.T) {
 		t.Fatal(err)
 	}
 	k := engine.ThreadKey{PageID: "100", PSID: "u1"}
-	step(t, s, nil, k, states.Agent, func(t *engine.Thread) { t.ControlExpires = t0.Add(24 * time.Hour); t.ControlTimer = t.ControlExpires })
+	storetest.Step(t, s, nil, k, states.Agent, func(t *engine.Thread) { t.ControlExpires = t0.Add(24 * time.Hour); t.ControlTimer = t.ControlExpires })
 	if err := s.PutPage(ctx, engine.Page{ID: "100", Primary: states.PrimaryBot, BotAppIDs: []string{"300"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -109,9 +85,9 @@ func TestCheckFindsBrokenInvariants(t *testing.T) {
 	}
 	defer s.Close()
 	k := engine.ThreadKey{PageID: "100", PSID: "u1"}
-	th := step(t, s, nil, k, states.Bot, nil)
-	th = step(t, s, th, k, states.Agent, nil)
-	step(t, s, th, k, states.Bot, nil)
+	th := storetest.Step(t, s, nil, k, states.Bot, nil)
+	th = storetest.Step(t, s, th, k, states.Agent, nil)
+	storetest.Step(t, s, th, k, states.Bot, nil)
 	if p, err := s.Check(); err != nil || len(p) != 0 {
 		t.Fatalf("healthy file: %v %v", p, err)
 	}
@@ -166,7 +142,7 @@ func TestConcurrentCommitsAreGroupedAndDurable(t *testing.T) {
 			var th *engine.Thread
 			for j := range steps {
 				st := []states.State{states.Bot, states.Agent}[j%2]
-				th = step(t, s, th, k, st, nil)
+				th = storetest.Step(t, s, th, k, st, nil)
 			}
 		}()
 	}

@@ -42,8 +42,8 @@ func Run(t *testing.T, open func(t *testing.T) engine.Store) {
 	}
 }
 
-// step commits one transition of thread k to state st and returns the new record.
-func step(t testing.TB, s engine.Store, prev *engine.Thread, k engine.ThreadKey, st states.State, mut func(*engine.Thread)) *engine.Thread {
+// Step commits one transition of thread k to state st and returns the new record.
+func Step(t testing.TB, s engine.Store, prev *engine.Thread, k engine.ThreadKey, st states.State, mut func(*engine.Thread)) *engine.Thread {
 	t.Helper()
 	var next engine.Thread
 	var expect uint64
@@ -69,8 +69,8 @@ func step(t testing.TB, s engine.Store, prev *engine.Thread, k engine.ThreadKey,
 
 func testCommitAndRead(t *testing.T, s engine.Store) {
 	k := engine.ThreadKey{PageID: "100", PSID: "u1"}
-	th := step(t, s, nil, k, states.Bot, func(t *engine.Thread) { t.Owner = "300" })
-	th = step(t, s, th, k, states.Pending, func(t *engine.Thread) {
+	th := Step(t, s, nil, k, states.Bot, func(t *engine.Thread) { t.Owner = "300" })
+	th = Step(t, s, th, k, states.Pending, func(t *engine.Thread) {
 		t.Pending = &engine.PendingRequest{RequestedAt: t0, Deadline: t0.Add(time.Minute), Reason: "bots_api"}
 	})
 
@@ -108,7 +108,7 @@ func testCommitAndRead(t *testing.T, s engine.Store) {
 		t.Errorf("Timers = %+v, want the request deadline", timers)
 	}
 	// Leaving pending removes the timer.
-	step(t, s, th, k, states.Agent, func(t *engine.Thread) {
+	Step(t, s, th, k, states.Agent, func(t *engine.Thread) {
 		t.Pending = nil
 		t.ControlExpires = t0.Add(24 * time.Hour)
 		t.ControlTimer = t.ControlExpires
@@ -125,7 +125,7 @@ func testCommitAndRead(t *testing.T, s engine.Store) {
 
 func testCommitConflicts(t *testing.T, s engine.Store) {
 	k := engine.ThreadKey{PageID: "100", PSID: "u1"}
-	th := step(t, s, nil, k, states.Bot, nil)
+	th := Step(t, s, nil, k, states.Bot, nil)
 
 	stale := *th
 	stale.Revision = 1
@@ -163,8 +163,8 @@ func testCommitConflicts(t *testing.T, s engine.Store) {
 }
 
 func testAmbiguousIdentity(t *testing.T, s engine.Store) {
-	step(t, s, nil, engine.ThreadKey{PageID: "100", PSID: "u1"}, states.Bot, nil)
-	step(t, s, nil, engine.ThreadKey{PageID: "101", PSID: "u1"}, states.Bot, nil)
+	Step(t, s, nil, engine.ThreadKey{PageID: "100", PSID: "u1"}, states.Bot, nil)
+	Step(t, s, nil, engine.ThreadKey{PageID: "101", PSID: "u1"}, states.Bot, nil)
 	if _, err := s.FindIdentity(ctx, "u1"); !errors.Is(err, engine.ErrAmbiguous) {
 		t.Errorf("FindIdentity = %v, want ErrAmbiguous", err)
 	}
@@ -175,7 +175,7 @@ func testListThreads(t *testing.T, s engine.Store) {
 	for i := range 25 {
 		page := fmt.Sprintf("10%d", i%2)
 		st := []states.State{states.Bot, states.Agent, states.Idle}[i%3]
-		step(t, s, nil, engine.ThreadKey{PageID: page, PSID: fmt.Sprintf("u%02d", i)}, st, nil)
+		Step(t, s, nil, engine.ThreadKey{PageID: page, PSID: fmt.Sprintf("u%02d", i)}, st, nil)
 		want[string(st)+"/"+page]++
 		want[string(st)]++
 		want["/"+page]++
@@ -224,7 +224,7 @@ func testListThreads(t *testing.T, s engine.Store) {
 
 func testQueueContentsInterventionsIntents(t *testing.T, s engine.Store) {
 	k := engine.ThreadKey{PageID: "100", PSID: "u1"}
-	th := step(t, s, nil, k, states.Bot, nil)
+	th := Step(t, s, nil, k, states.Bot, nil)
 
 	next := *th
 	next.State = states.Pending
@@ -299,7 +299,7 @@ func testPruneHistory(t *testing.T, s engine.Store) {
 	for _, k := range keys {
 		var th *engine.Thread
 		for i := range 30 {
-			th = step(t, s, th, k, []states.State{states.Bot, states.Agent}[i%2], nil)
+			th = Step(t, s, th, k, []states.State{states.Bot, states.Agent}[i%2], nil)
 		}
 	}
 	pruned := 0
@@ -449,7 +449,7 @@ func testAcceptAndConsume(t *testing.T, s engine.Store) {
 func testTimersBetween(t *testing.T, s engine.Store) {
 	for i := range 5 {
 		k := engine.ThreadKey{PageID: "100", PSID: fmt.Sprintf("u%d", i)}
-		step(t, s, nil, k, states.Pending, func(th *engine.Thread) {
+		Step(t, s, nil, k, states.Pending, func(th *engine.Thread) {
 			th.Pending = &engine.PendingRequest{RequestedAt: t0, Deadline: t0.Add(time.Duration(i) * time.Minute)}
 		})
 	}
