@@ -400,14 +400,18 @@ func (s *DB) lead(batch []*op) {
 
 // run checks and applies a batch against the newest state, appends the
 // changes of the commits it accepts to the log as one record, and — once
-// that is durable — publishes them to readers.
+// that is durable — publishes them to readers. The batch's changes go into a
+// copy of the active layer as they are accepted (later commits of the batch
+// read through them), and that copy is what append publishes.
 func (s *DB) run(batch []*op) {
 	start := time.Now()
 	errs := make([]error, len(batch))
 	var writes []write
+	var base, next *layer
 	err := s.read(func(v *view) error {
-		mine := &layer{}
-		v.layers = append([]*layer{mine}, v.layers...)
+		base = v.layers[0]
+		next = base.clone()
+		v.layers[0] = next
 		for i, o := range batch {
 			w := &rw{view: v}
 			if err := o.check(w); err != nil {
@@ -419,14 +423,14 @@ func (s *DB) run(batch []*op) {
 				continue
 			}
 			for _, wr := range w.writes {
-				mine.set(wr.b, wr.key, wr.val, wr.del)
+				next.set(wr.b, wr.key, wr.val, wr.del)
 			}
 			writes = append(writes, w.writes...)
 		}
 		return nil
 	})
 	if err == nil && len(writes) > 0 {
-		err = s.append(writes)
+		err = s.append(writes, base, next)
 	}
 	if s.opts.OnCommit != nil {
 		s.opts.OnCommit(time.Since(start), len(batch))
@@ -443,10 +447,13 @@ func (s *DB) run(batch []*op) {
 	}
 }
 
-// append logs writes as one record and publishes them. A failed log write
-// breaks the store: whether it reached the disk is unknown, and no later
-// commit may follow it.
-func (s *DB) append(writes []write) error {
+// append logs writes as one record and publishes them: next, the active
+// layer base with the writes applied, unless a checkpoint has frozen base
+// meanwhile: then the writes go into a copy of the new active layer (next
+// would hold base's changes again, for the next checkpoint to write twice). A
+// failed log write breaks the store: whether it reached the disk is unknown,
+// and no later commit may follow it.
+func (s *DB) append(writes []write, base, next *layer) error {
 	index, err := s.log.Append(encodeWrites(writes))
 	if err != nil {
 		s.mu.Lock()
@@ -456,9 +463,12 @@ func (s *DB) append(writes []write) error {
 	}
 	s.pubMu.Lock()
 	cur := s.layers.Load()
-	active := cur.active.clone()
-	for _, w := range writes {
-		active.set(w.b, w.key, w.val, w.del)
+	active := next
+	if cur.active != base {
+		active = cur.active.clone()
+		for _, w := range writes {
+			active.set(w.b, w.key, w.val, w.del)
+		}
 	}
 	active.last = index
 	s.layers.Store(&layerSet{active: active, frozen: cur.frozen})

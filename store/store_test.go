@@ -182,6 +182,75 @@ func TestConcurrentCommitsAreGroupedAndDurable(t *testing.T) {
 	}
 }
 
+// TestCommitsDuringCheckpoints commits from many callers while checkpoints
+// freeze and write the active layer as fast as they can: a batch whose base
+// layer a checkpoint froze meanwhile must still publish all its changes
+// (each commit is read back at once, and the next commit expects it), and
+// the reopened store must hold every one.
+func TestCommitsDuringCheckpoints(t *testing.T) {
+	dir := t.TempDir()
+	s, err := Open(dir, Options{CheckpointInterval: time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const threads, steps = 16, 60
+	stop := make(chan struct{})
+	var ckpts sync.WaitGroup
+	ckpts.Add(1)
+	go func() {
+		defer ckpts.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if err := s.Checkpoint(); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	}()
+	var wg sync.WaitGroup
+	for i := range threads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			k := engine.ThreadKey{PageID: "100", PSID: fmt.Sprintf("c%d", i)}
+			var th *engine.Thread
+			for j := range steps {
+				th = storetest.Step(t, s, th, k, []states.State{states.Bot, states.Agent}[j%2], nil)
+				got, err := s.Thread(ctx, k)
+				if err != nil || got.Revision != th.Revision {
+					t.Errorf("thread %s read back at revision %d (%v) right after committing %d", k.PSID, got.Revision, err, th.Revision)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	ckpts.Wait()
+	if st := s.Stats(); st.Checkpoints < 10 {
+		t.Errorf("only %d checkpoints ran beside the commits", st.Checkpoints)
+	}
+	s.Close()
+	s, err = Open(dir, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	for i := range threads {
+		th, err := s.Thread(ctx, engine.ThreadKey{PageID: "100", PSID: fmt.Sprintf("c%d", i)})
+		if err != nil || th.Revision != steps {
+			t.Errorf("after reopening, thread c%d is at revision %d (%v), want %d", i, th.Revision, err, steps)
+		}
+	}
+	if p, err := s.Check(); err != nil || len(p) > 0 {
+		t.Errorf("Check: %v %v", p, err)
+	}
+}
+
 // TestFileStopsGrowing runs a steady load — the same threads changing over
 // and over, keeping their newest 10 history entries — and checks that the
 // bbolt file and the log stop growing once the history is full.
