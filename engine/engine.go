@@ -164,6 +164,8 @@ type Engine struct {
 	bg      chan struct{} // semaphore for background work
 	wg      sync.WaitGroup
 	closing chan struct{}
+	ctx     context.Context // background work's: ends when Close begins
+	cancel  context.CancelFunc
 	once    sync.Once
 }
 
@@ -234,6 +236,7 @@ func New(cfg Config) (*Engine, error) {
 		bg:        make(chan struct{}, cfg.Workers),
 		closing:   make(chan struct{}),
 	}
+	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.sched = newScheduler(cfg.Clock, e.timerDue, func(after, before time.Time, limit int) ([]Timer, error) {
 		return e.store.TimersBetween(context.Background(), after, before, limit)
 	}, cfg.TimerWindow, cfg.MaxTimers, func(err error) {
@@ -307,6 +310,7 @@ func (e *Engine) Start(ctx context.Context) error {
 func (e *Engine) Close() {
 	e.once.Do(func() {
 		close(e.closing)
+		e.cancel()
 		e.sched.close()
 		e.wg.Wait()
 	})
@@ -540,16 +544,7 @@ func (e *Engine) spawn(fn func(ctx context.Context)) {
 	e.wg.Add(1)
 	go func() {
 		defer e.wg.Done()
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		go func() {
-			select {
-			case <-e.closing:
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		fn(ctx)
+		fn(e.ctx)
 	}()
 }
 
