@@ -3,7 +3,7 @@ GO      ?= go
 BIN     ?= bin/threadctl
 export PATH := /usr/local/go/bin:$(PATH)
 
-.PHONY: build run cluster test fuzz bench soak scale setup docs clean
+.PHONY: build run cluster test fuzz bench floor soak scale setup docs clean
 
 build:
 	$(GO) build -o $(BIN) .
@@ -63,6 +63,17 @@ fuzz:
 # Every benchmark three times; read ratios within one run (see README).
 bench:
 	$(GO) test -run='^$$' -bench=. -benchmem -count=3 ./...
+
+# Issue #13's side-by-side run with the floor beside it: the bench's signed
+# pass/take webhooks against threadctl, the PostgreSQL peer, raw bbolt and
+# walfloor (store/wal/walfloor: HTTP, the signature check and one durable log
+# append, nothing else), in one run, ratios printed. Loopback only; about
+# 90 s per round at the defaults. Needs ../shared/bench (BENCH=… elsewhere).
+FLOOR_SECS    ?= 5
+FLOOR_CALLERS ?= 1 64 256
+
+floor:
+	store/wal/walfloor/side-by-side.sh $(FLOOR_SECS) $(FLOOR_CALLERS)
 
 # The soak (soak/soak_test.go): SOAK_CYCLES SIGKILLs of the built binary
 # under concurrent handovers, agent work and webhooks, each followed by
