@@ -4,13 +4,18 @@
 # webhooks over 5 000 threads) with one more column: walfloor, the HTTP + one
 # log append floor (see main.go), under the same load generator in the same
 # run. Run from the repository's root:
-#   store/wal/walfloor/side-by-side.sh [seconds per run] [callers...]
+#   [SLICES=n] store/wal/walfloor/side-by-side.sh [seconds per run] [callers...]
+# With SLICES=n each measurement is n runs of seconds/n, the modes taking
+# turns, so that the disk's drift (its fdatasync latency moves by 2x within
+# a minute on a shared VM) falls on all of them alike; rates are totals.
 # Loopback only; it stops by itself. Compare ratios, not rates: disks drift.
 set -u
 bench=${BENCH:-$(cd "$(dirname "$0")/../../../../shared/bench" 2>/dev/null && pwd)}
 [ -d "$bench/loadgen" ] || { echo "the bench is not at $bench (set BENCH)"; exit 1; }
 secs=${1:-5}; shift || true
 callers=${*:-1 64 256}
+slices=${SLICES:-1}
+slice=$(python3 -c "print(round($secs/$slices, 3))")
 t=$(mktemp -d); pids=()
 trap 'for p in "${pids[@]}"; do kill -- -$p 2>/dev/null; done; rm -rf "$t"' EXIT
 sh "$bench/pgpeer/setup.sh" >/dev/null || { echo "PostgreSQL setup failed"; exit 1; }
@@ -30,19 +35,25 @@ for u in $port $fp; do
 done
 : >"$t/out"
 for c in $callers; do
-  "$t/pgpeer" -c "$c" -d "${secs}s" -threads 5000 | tee -a "$t/out"
-  "$t/loadgen" -mode webhook -url http://127.0.0.1:$port -c "$c" -d "${secs}s" -threads 5000 | tee -a "$t/out"
-  "$t/loadgen" -mode webhook -url http://127.0.0.1:$fp -c "$c" -d "${secs}s" -threads 5000 | sed 's/mode=webhook/mode=walfloor/' | tee -a "$t/out"
-  if [ "$c" = 1 ]; then "$t/loadgen" -mode update -c 1 -d "${secs}s" | tee -a "$t/out"; fi
-  "$t/loadgen" -mode floor -c "$c" -d "${secs}s" | tee -a "$t/out"
+  fresh=true
+  for i in $(seq "$slices"); do
+    "$t/pgpeer" -c "$c" -d "${slice}s" -threads 5000 -fresh=$fresh | tee -a "$t/out"; fresh=false
+    "$t/loadgen" -mode webhook -url http://127.0.0.1:$port -c "$c" -d "${slice}s" -threads 5000 | tee -a "$t/out"
+    "$t/loadgen" -mode webhook -url http://127.0.0.1:$fp -c "$c" -d "${slice}s" -threads 5000 | sed 's/mode=webhook/mode=walfloor/' | tee -a "$t/out"
+    if [ "$c" = 1 ]; then "$t/loadgen" -mode update -c 1 -d "${slice}s" | tee -a "$t/out"; fi
+    "$t/loadgen" -mode floor -c "$c" -d "${slice}s" | tee -a "$t/out"
+  done
 done
 python3 - "$t/out" <<'PY'
 import re, sys
-r = {}
+ok, n = {}, {}
 for line in open(sys.argv[1]):
-    m = re.search(r"mode=(\w+) c=(\d+) ok=\d+ errors=(\d+) rate=(\d+)", line)
+    m = re.search(r"mode=(\w+) c=(\d+) ok=(\d+) errors=\d+ rate=(\d+)", line)
     if m:
-        r[(m[1], int(m[2]))] = int(m[4])
+        k = (m[1], int(m[2]))
+        ok[k] = ok.get(k, 0) + int(m[3])
+        n[k] = n.get(k, 0) + int(m[3]) / max(int(m[4]), 1)  # the run's seconds
+r = {k: round(ok[k] / n[k]) if n[k] else 0 for k in ok}
 print("\ncallers  threadctl/s  walfloor/s  vs PostgreSQL  vs Update  vs Batch  vs walfloor  walfloor vs Update  walfloor vs Batch")
 for c in sorted({k[1] for k in r}):
     w, fl = r.get(("webhook", c), 0), r.get(("walfloor", c), 0)
