@@ -67,13 +67,15 @@ bench:
 # Issue #13's side-by-side run with the floor beside it: the bench's signed
 # pass/take webhooks against threadctl, the PostgreSQL peer, raw bbolt and
 # walfloor (store/wal/walfloor: HTTP, the signature check and one durable log
-# append, nothing else), in one run, ratios printed. Loopback only; about
-# 90 s per round at the defaults. Needs ../shared/bench (BENCH=… elsewhere).
-FLOOR_SECS    ?= 5
+# append, nothing else), in one run, ratios printed. Each figure is
+# FLOOR_SLICES short runs, the modes taking turns (the disk drifts). Loopback
+# only; about 4.5 minutes at the defaults. Needs ../shared/bench (BENCH=…).
+FLOOR_SECS    ?= 15
+FLOOR_SLICES  ?= 6
 FLOOR_CALLERS ?= 1 64 256
 
 floor:
-	store/wal/walfloor/side-by-side.sh $(FLOOR_SECS) $(FLOOR_CALLERS)
+	SLICES=$(FLOOR_SLICES) store/wal/walfloor/side-by-side.sh $(FLOOR_SECS) $(FLOOR_CALLERS)
 
 # The soak (soak/soak_test.go): SOAK_CYCLES SIGKILLs of the built binary
 # under concurrent handovers, agent work and webhooks, each followed by
