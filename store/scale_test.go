@@ -213,6 +213,9 @@ type loadgenResult struct {
 	ok, errs int
 	p50, p99 time.Duration
 	written  int64 // bytes the server caused to be written to storage meanwhile
+	// bytes the data directory's disk wrote meanwhile (/proc/diskstats:
+	// everyone's, the file system's journal included); -1 when unknown
+	device int64
 }
 
 // pruneResult is the retention pruner's first pass over the whole store.
@@ -471,6 +474,7 @@ func scaleLoadgen(t *testing.T) string {
 // serveProc is a running `threadctl serve`.
 type serveProc struct {
 	cmd   *exec.Cmd
+	dir   string
 	addr  string
 	log   string
 	start startResult
@@ -496,7 +500,7 @@ func startServe(t *testing.T, cfg scaleConfig, dir string, extra []string) *serv
 		}
 	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	p := &serveProc{cmd: cmd, addr: addr, log: logPath, done: make(chan error, 1)}
+	p := &serveProc{cmd: cmd, dir: dir, addr: addr, log: logPath, done: make(chan error, 1)}
 	client := &http.Client{Timeout: time.Second}
 	begin := time.Now()
 	if err := cmd.Start(); err != nil {
@@ -586,6 +590,7 @@ func runLoadgen(t *testing.T, cfg scaleConfig, p *serveProc, n int, profile stri
 	}
 	psi0 := cpuPressure()
 	_, written0 := readIO(p.cmd.Process.Pid)
+	device0 := deviceWritten(p.dir)
 	begin := time.Now()
 	out, err := exec.Command(cfg.loadgen, "-mode", "webhook", "-url", "http://"+addr,
 		"-c", strconv.Itoa(cfg.callers), "-d", cfg.duration.String(), "-threads", strconv.Itoa(n)).CombinedOutput()
@@ -600,6 +605,10 @@ func runLoadgen(t *testing.T, cfg scaleConfig, p *serveProc, n int, profile stri
 	var r loadgenResult
 	_, written1 := readIO(p.cmd.Process.Pid)
 	r.written = written1 - written0
+	r.device = -1
+	if device1 := deviceWritten(p.dir); device0 >= 0 && device1 >= 0 {
+		r.device = device1 - device0
+	}
 	if psi0 >= 0 {
 		r.pressure = 100 * float64(cpuPressure()-psi0) / float64(time.Since(begin).Microseconds())
 	}
@@ -608,8 +617,8 @@ func runLoadgen(t *testing.T, cfg scaleConfig, p *serveProc, n int, profile stri
 	r.rate, _ = strconv.ParseFloat(m[3], 64)
 	r.p50, _ = time.ParseDuration(m[4])
 	r.p99, _ = time.ParseDuration(m[5])
-	t.Logf("  %s (cpu pressure %.0f %%; %s written, %.0f B an event)", strings.TrimSpace(string(out)), r.pressure,
-		mb(r.written), float64(r.written)/float64(max(r.ok, 1)))
+	t.Logf("  %s (cpu pressure %.0f %%; %s written, %.0f B an event; the disk wrote %.0f B an event)", strings.TrimSpace(string(out)), r.pressure,
+		mb(r.written), float64(r.written)/float64(max(r.ok, 1)), float64(r.device)/float64(max(r.ok, 1)))
 	if r.errs > 0 {
 		t.Errorf("the load generator saw %d errors", r.errs)
 	}
@@ -767,6 +776,35 @@ func readIO(pid int) (read, written int64) {
 	return read, written
 }
 
+// deviceWritten is what the disk holding dir has written since boot, from
+// /proc/diskstats (sectors of 512 bytes), or -1 when that is not known.
+// Unlike /proc/<pid>/io's write_bytes, which counts pages as the process
+// dirties them, this is what reached the device: the journal and every
+// other writer included.
+func deviceWritten(dir string) int64 {
+	var st unix.Stat_t
+	if err := unix.Stat(dir, &st); err != nil {
+		return -1
+	}
+	major, minor := unix.Major(st.Dev), unix.Minor(st.Dev)
+	b, err := os.ReadFile("/proc/diskstats")
+	if err != nil {
+		return -1
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 10 || f[0] != strconv.FormatUint(uint64(major), 10) || f[1] != strconv.FormatUint(uint64(minor), 10) {
+			continue
+		}
+		sectors, err := strconv.ParseInt(f[9], 10, 64)
+		if err != nil {
+			return -1
+		}
+		return sectors * 512
+	}
+	return -1
+}
+
 // readStat returns a process's major page faults and CPU time (user and
 // system).
 func readStat(pid int) (majflt int64, cpu time.Duration) {
@@ -880,6 +918,16 @@ func printScale(w io.Writer, cfg scaleConfig, s, l *scaleResult) {
 		}
 		return float64(written) / float64(ok)
 	}, "")
+	add("  the disk wrote per webhook (all writers)", func(r *scaleResult) string {
+		var all []string
+		for _, w := range r.webhook {
+			if w.device < 0 {
+				return "unknown"
+			}
+			all = append(all, fmt.Sprintf("%.0f", float64(w.device)/float64(max(w.ok, 1))))
+		}
+		return strings.Join(all, ", ") + " B"
+	}, nil, "")
 	add("  CPU pressure during each", func(r *scaleResult) string {
 		var ps []string
 		for _, w := range r.webhook {
