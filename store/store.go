@@ -142,9 +142,16 @@ type DB struct {
 
 	ckptMu      sync.Mutex // one checkpoint at a time
 	checkpoints atomic.Uint64
-	poke        chan struct{}
-	stop        chan struct{}
-	done        chan struct{}
+	// freezes counts the layers checkpoints froze: a read that sees it
+	// change between taking the layers and beginning bbolt's transaction
+	// starts again (see read).
+	freezes atomic.Uint64
+	// testBeforeView, if set (by tests), runs once, in the next read,
+	// between taking the layers and beginning bbolt's transaction.
+	testBeforeView func()
+	poke           chan struct{}
+	stop           chan struct{}
+	done           chan struct{}
 }
 
 // layerSet is the changes logged but not yet all in bbolt: the active layer
@@ -484,14 +491,36 @@ func (s *DB) append(writes []write, base, next *layer) error {
 
 // read runs fn over the newest state: the layers, then bbolt. The layers are
 // taken before bbolt's read transaction begins, so a checkpoint finishing
-// meanwhile is seen in one or the other.
+// meanwhile is seen in one or the other — unless that checkpoint froze a
+// layer newer than the ones taken (frozen and written between the two
+// steps): then bbolt would hold changes the layers taken do not, beside
+// older values in those layers for the same keys. A freeze counter read
+// before the layers and again inside the transaction catches that, and the
+// read starts again.
 func (s *DB) read(fn func(v *view) error) error {
-	ls := s.layers.Load()
-	err := s.db.View(func(tx *bolt.Tx) error { return fn(&view{tx: tx, layers: ls.list()}) })
-	if err != nil && !isDomain(err) {
-		return fmt.Errorf("%w: %v", ErrUnavailable, err)
+	for {
+		freezes := s.freezes.Load()
+		ls := s.layers.Load()
+		if h := s.testBeforeView; h != nil {
+			s.testBeforeView = nil
+			h()
+		}
+		again := false
+		err := s.db.View(func(tx *bolt.Tx) error {
+			if s.freezes.Load() != freezes {
+				again = true
+				return nil
+			}
+			return fn(&view{tx: tx, layers: ls.list()})
+		})
+		if again {
+			continue
+		}
+		if err != nil && !isDomain(err) {
+			return fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		return err
 	}
-	return err
 }
 
 func isDomain(err error) bool {
@@ -532,6 +561,7 @@ func (s *DB) Checkpoint() error {
 			return nil
 		}
 		frozen = cur.active
+		s.freezes.Add(1)
 		s.layers.Store(&layerSet{active: &layer{last: frozen.last}, frozen: frozen})
 	}
 	s.pubMu.Unlock()

@@ -251,6 +251,52 @@ func TestCommitsDuringCheckpoints(t *testing.T) {
 	}
 }
 
+// TestReadAcrossACheckpoint makes a checkpoint freeze and write a layer
+// newer than the ones a read has taken, before the read's bbolt transaction
+// begins: the read must not see that layer's changes through bbolt beside
+// older values of the same keys in its own layers.
+func TestReadAcrossACheckpoint(t *testing.T) {
+	s, err := Open(t.TempDir(), Options{CheckpointInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	x := engine.ThreadKey{PageID: "100", PSID: "x"}
+	y := engine.ThreadKey{PageID: "100", PSID: "y"}
+	tx := storetest.Step(t, s, nil, x, states.Bot, nil)
+	if err := s.Checkpoint(); err != nil {
+		t.Fatal(err)
+	}
+	tx = storetest.Step(t, s, tx, x, states.Agent, nil) // x at 2, in the active layer only
+	s.testBeforeView = func() {
+		storetest.Step(t, s, tx, x, states.Bot, nil) // x at 3
+		storetest.Step(t, s, nil, y, states.Bot, nil)
+		if err := s.Checkpoint(); err != nil { // freezes and writes both
+			t.Error(err)
+		}
+	}
+	var xr uint64
+	var yseen bool
+	if err := s.read(func(v *view) error {
+		xt, err := getThread(v, x)
+		if err != nil {
+			return err
+		}
+		xr = xt.Revision
+		_, err = getThread(v, y)
+		yseen = err == nil
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if yseen && xr != 3 {
+		t.Errorf("one read saw thread y, created after x's revision 3, with x at revision %d", xr)
+	}
+	if !yseen || xr != 3 {
+		t.Errorf("the read began after the checkpoint and saw x at %d, y %v; want 3, true", xr, yseen)
+	}
+}
+
 // TestFileStopsGrowing runs a steady load — the same threads changing over
 // and over, keeping their newest 10 history entries — and checks that the
 // bbolt file and the log stop growing once the history is full.
