@@ -478,6 +478,16 @@ func (e *Engine) Thread(ctx context.Context, key ThreadKey) (Thread, error) {
 	return t, storeError(err, "reading thread")
 }
 
+// ThreadView reads a thread, its queued contents and up to limit history
+// entries before revision before (0: the newest), as of one moment.
+func (e *Engine) ThreadView(ctx context.Context, key ThreadKey, before uint64, limit int) (ThreadView, error) {
+	v, err := e.store.ThreadView(ctx, key, before, limit)
+	if errors.Is(err, ErrNotFound) {
+		return v, errorf(CodeNotFound, err, "no thread for identity %s on page %s", key.PSID, key.PageID)
+	}
+	return v, storeError(err, "reading thread")
+}
+
 // FindIdentity returns the thread key of a customer's identity_foreign_id.
 func (e *Engine) FindIdentity(ctx context.Context, psid string) (ThreadKey, error) {
 	if psid == "" {

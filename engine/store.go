@@ -58,6 +58,10 @@ type Store interface {
 	// QueuedThreads returns the threads that have contents queued.
 	QueuedThreads(ctx context.Context) ([]ThreadKey, error)
 	Content(ctx context.Context, id string) (Content, error)
+	// ThreadView reads a thread, its queue (as Queue) and up to limit of
+	// its history entries (as History) as of one moment: no commit falls
+	// between the three reads.
+	ThreadView(ctx context.Context, key ThreadKey, before uint64, limit int) (ThreadView, error)
 	Intervention(ctx context.Context, id string) (Intervention, error)
 
 	// Accept makes webhook events durable before they are applied, and
@@ -181,3 +185,11 @@ type realClock struct{}
 
 func (realClock) Now() time.Time                         { return time.Now() }
 func (realClock) After(d time.Duration) <-chan time.Time { return time.After(d) }
+
+// ThreadView is a thread with its queued contents and some of its history,
+// read as of one moment (Store.ThreadView).
+type ThreadView struct {
+	Thread  Thread
+	Queue   []Content      // oldest first
+	History []HistoryEntry // newest first
+}

@@ -144,30 +144,16 @@ type threadRecord struct {
 	history []engine.HistoryEntry
 }
 
-// readThread reads a thread, its page, its queued contents and up to n
-// history entries before revision before (0: the newest).
-// The reads are not one snapshot: when the thread changes between them (its
-// newest history entry is past the record read), it is read again, a few
-// times at most.
+// readThread reads a thread, its queued contents and up to n history
+// entries before revision before (0: the newest) as of one moment, and its
+// page.
 func readThread(ctx context.Context, eng *engine.Engine, key engine.ThreadKey, n int, before uint64) (threadRecord, error) {
-	var r threadRecord
-	for range 5 {
-		t, err := eng.Thread(ctx, key)
-		if err != nil {
-			return threadRecord{}, err
-		}
-		r = threadRecord{thread: t, now: eng.Now()}
-		r.page, _ = eng.Page(key.PageID)
-		if r.queued, err = eng.Queue(ctx, key); err != nil {
-			return threadRecord{}, err
-		}
-		if r.history, err = eng.History(ctx, key, before, n); err != nil {
-			return threadRecord{}, err
-		}
-		if before != 0 || len(r.history) == 0 || r.history[0].Revision == t.Revision {
-			break
-		}
+	tv, err := eng.ThreadView(ctx, key, before, n)
+	if err != nil {
+		return threadRecord{}, err
 	}
+	r := threadRecord{thread: tv.Thread, now: eng.Now(), queued: tv.Queue, history: tv.History}
+	r.page, _ = eng.Page(key.PageID)
 	return r, nil
 }
 

@@ -416,6 +416,17 @@ func (s *DB) TimersBetween(ctx context.Context, after, before time.Time, limit i
 // History returns a thread's entries below revision before (0: from the
 // newest), newest first.
 func (s *DB) History(ctx context.Context, key engine.ThreadKey, before uint64, limit int) ([]engine.HistoryEntry, error) {
+	var out []engine.HistoryEntry
+	err := s.read(func(v *view) (err error) {
+		out, err = readHistory(v, key, before, limit)
+		return err
+	})
+	return out, err
+}
+
+// readHistory reads up to limit (default 20) history entries of a thread
+// below revision before (0: the newest), newest first.
+func readHistory(v *view, key engine.ThreadKey, before uint64, limit int) ([]engine.HistoryEntry, error) {
 	if limit <= 0 {
 		limit = 20
 	}
@@ -425,17 +436,14 @@ func (s *DB) History(ctx context.Context, key engine.ThreadKey, before uint64, l
 	if before != 0 {
 		until = historyKey(key, before)
 	}
-	err := s.read(func(v *view) error {
-		var err error
-		v.descend(bHistory, prefix, until, func(_, raw []byte) bool {
-			var h engine.HistoryEntry
-			if err = decodeHistory(raw, &h); err != nil {
-				return false
-			}
-			out = append(out, h)
-			return len(out) < limit
-		})
-		return err
+	var err error
+	v.descend(bHistory, prefix, until, func(_, raw []byte) bool {
+		var h engine.HistoryEntry
+		if err = decodeHistory(raw, &h); err != nil {
+			return false
+		}
+		out = append(out, h)
+		return len(out) < limit
 	})
 	return out, err
 }
@@ -540,18 +548,43 @@ func (s *DB) StateCounts(ctx context.Context) (map[states.State]int, error) {
 // Queue returns a thread's contents awaiting synchronisation, oldest first.
 func (s *DB) Queue(ctx context.Context, key engine.ThreadKey) ([]engine.Content, error) {
 	var out []engine.Content
-	prefix := append(threadKey(key), 0)
-	err := s.read(func(v *view) error {
-		return forEach(v, bQueue, prefix, func(_, id []byte) error {
-			ct, err := getContent(v, string(id))
-			if err != nil {
-				return fmt.Errorf("queued content %s: %w", id, err)
-			}
-			out = append(out, ct)
-			return nil
-		})
+	err := s.read(func(v *view) (err error) {
+		out, err = readQueue(v, key)
+		return err
 	})
 	return out, err
+}
+
+// readQueue reads the contents queued on a thread, oldest first.
+func readQueue(v *view, key engine.ThreadKey) ([]engine.Content, error) {
+	var out []engine.Content
+	prefix := append(threadKey(key), 0)
+	err := forEach(v, bQueue, prefix, func(_, id []byte) error {
+		ct, err := getContent(v, string(id))
+		if err != nil {
+			return fmt.Errorf("queued content %s: %w", id, err)
+		}
+		out = append(out, ct)
+		return nil
+	})
+	return out, err
+}
+
+// ThreadView reads a thread, its queue and some of its history in one read
+// transaction over one set of layers.
+func (s *DB) ThreadView(ctx context.Context, key engine.ThreadKey, before uint64, limit int) (engine.ThreadView, error) {
+	var tv engine.ThreadView
+	err := s.read(func(v *view) (err error) {
+		if tv.Thread, err = getThread(v, key); err != nil {
+			return err
+		}
+		if tv.Queue, err = readQueue(v, key); err != nil {
+			return err
+		}
+		tv.History, err = readHistory(v, key, before, limit)
+		return err
+	})
+	return tv, err
 }
 
 // QueuedThreads returns the threads with contents awaiting synchronisation.

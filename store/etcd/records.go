@@ -12,6 +12,7 @@ import (
 	"strings"
 	"time"
 
+	"go.etcd.io/etcd/api/v3/mvccpb"
 	clientv3 "go.etcd.io/etcd/client/v3"
 
 	"github.com/threadctl/threadctl/engine"
@@ -646,12 +647,12 @@ func (s *Store) History(ctx context.Context, k engine.ThreadKey, before uint64, 
 
 // getMany reads keys in transactions of at most MaxTxnOps reads; a missing
 // key reads as nil.
-func (s *Store) getMany(ctx context.Context, keys []string) ([][]byte, error) {
+func (s *Store) getMany(ctx context.Context, keys []string, opts ...clientv3.OpOption) ([][]byte, error) {
 	out := make([][]byte, 0, len(keys))
 	for chunk := range slices.Chunk(keys, s.opts.MaxTxnOps) {
 		ops := make([]clientv3.Op, len(chunk))
 		for i, k := range chunk {
-			ops[i] = clientv3.OpGet(k)
+			ops[i] = clientv3.OpGet(k, opts...)
 		}
 		c, cancel := s.ctx(ctx)
 		resp, err := s.cli.Txn(c).Then(ops...).Commit()
@@ -777,11 +778,17 @@ func (s *Store) Queue(ctx context.Context, k engine.ThreadKey) ([]engine.Content
 	if err != nil {
 		return nil, s.unavailable(err, "reading the queue")
 	}
-	keys := make([]string, len(resp.Kvs))
-	for i, kv := range resp.Kvs {
+	return s.queuedContents(ctx, resp.Kvs)
+}
+
+// queuedContents reads the contents a thread's queue entries name, as of
+// the revision given in opts (none: the newest).
+func (s *Store) queuedContents(ctx context.Context, queue []*mvccpb.KeyValue, opts ...clientv3.OpOption) ([]engine.Content, error) {
+	keys := make([]string, len(queue))
+	for i, kv := range queue {
 		keys[i] = s.key("contents", string(kv.Value))
 	}
-	vals, err := s.getMany(ctx, keys)
+	vals, err := s.getMany(ctx, keys, opts...)
 	if err != nil {
 		return nil, err
 	}
@@ -797,6 +804,52 @@ func (s *Store) Queue(ctx context.Context, k engine.ThreadKey) ([]engine.Content
 		out = append(out, ct)
 	}
 	return out, nil
+}
+
+// ThreadView reads a thread, its queue and some of its history in one
+// transaction (one revision), then the queued contents at that revision.
+func (s *Store) ThreadView(ctx context.Context, k engine.ThreadKey, before uint64, limit int) (engine.ThreadView, error) {
+	var tv engine.ThreadView
+	if err := validKey(k); err != nil {
+		return tv, engine.ErrNotFound
+	}
+	if limit <= 0 {
+		limit = 20
+	}
+	hist := s.key("history", tk(k)) + "/"
+	end := clientv3.GetPrefixRangeEnd(hist)
+	if before != 0 {
+		end = hist + hex16(before)
+	}
+	c, cancel := s.ctx(ctx)
+	resp, err := s.cli.Txn(c).Then(
+		clientv3.OpGet(s.threadKey(k)),
+		clientv3.OpGet(s.key("queue", tk(k))+"/", clientv3.WithPrefix()),
+		clientv3.OpGet(hist, clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(limit))),
+	).Commit()
+	cancel()
+	if err != nil {
+		return tv, s.unavailable(err, "reading thread "+k.String())
+	}
+	thread := resp.Responses[0].GetResponseRange().Kvs
+	if len(thread) == 0 {
+		return tv, engine.ErrNotFound
+	}
+	if tv.Thread, err = store.DecodeThread(thread[0].Value, "thread "+k.String()); err != nil {
+		return tv, err
+	}
+	s.revs.put(k, tv.Thread.Revision, thread[0].ModRevision)
+	if tv.Queue, err = s.queuedContents(ctx, resp.Responses[1].GetResponseRange().Kvs, clientv3.WithRev(resp.Header.Revision)); err != nil {
+		return tv, err
+	}
+	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
+		var h engine.HistoryEntry
+		if err := store.DecodeHistory(kv.Value, &h); err != nil {
+			return tv, err
+		}
+		tv.History = append(tv.History, h)
+	}
+	return tv, nil
 }
 
 // queuedThreads lists the threads with queued contents.

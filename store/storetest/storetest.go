@@ -7,6 +7,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -36,6 +38,7 @@ func Run(t *testing.T, open func(t *testing.T) engine.Store) {
 		{"AcceptAndConsume", testAcceptAndConsume},
 		{"TimersBetween", testTimersBetween},
 		{"Pages", testPages},
+		{"ThreadView", testThreadView},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) { c.fn(t, open(t)) })
@@ -480,5 +483,99 @@ func testPages(t *testing.T, s engine.Store) {
 	}
 	if r, err := s.Restored(ctx); err != nil || r {
 		t.Errorf("Restored = %v, %v; want false", r, err)
+	}
+}
+
+// testThreadView checks the one-moment read of a thread: what its three
+// separate reads return when nothing changes, and, while a writer steps a
+// thread, never a newest history entry other than the record's revision.
+func testThreadView(t *testing.T, s engine.Store) {
+	k := engine.ThreadKey{PageID: "100", PSID: "tv"}
+	if _, err := s.ThreadView(ctx, k, 0, 5); !errors.Is(err, engine.ErrNotFound) {
+		t.Errorf("ThreadView of an unknown thread: %v, want ErrNotFound", err)
+	}
+	var th *engine.Thread
+	for j := range 6 {
+		th = Step(t, s, th, k, []states.State{states.Bot, states.Agent}[j%2], nil)
+	}
+	next := *th
+	next.State = states.Pending
+	next.Revision = 7
+	next.Intervention = "ivtv"
+	if err := s.Commit(ctx, &engine.Commit{
+		Thread: &next, Expect: 6,
+		History:       []engine.HistoryEntry{{Revision: 7, From: states.Agent, To: states.Pending}},
+		Contents:      []engine.Content{{ID: "ctv", Status: engine.SyncPending, Body: "hello"}},
+		Enqueue:       []string{"ctv"},
+		Interventions: []engine.Intervention{{ID: "ivtv", Status: engine.InterventionOpen, PageID: "100", PSID: "tv"}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	revs := func(h []engine.HistoryEntry) []uint64 {
+		var out []uint64
+		for _, e := range h {
+			out = append(out, e.Revision)
+		}
+		return out
+	}
+	for _, c := range []struct {
+		before uint64
+		limit  int
+		want   []uint64
+	}{{0, 3, []uint64{7, 6, 5}}, {6, 2, []uint64{5, 4}}, {2, 5, []uint64{1}}} {
+		tv, err := s.ThreadView(ctx, k, c.before, c.limit)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if tv.Thread.Revision != 7 || tv.Thread.State != states.Pending {
+			t.Errorf("ThreadView thread = rev %d %s, want 7 pending", tv.Thread.Revision, tv.Thread.State)
+		}
+		if len(tv.Queue) != 1 || tv.Queue[0].ID != "ctv" || tv.Queue[0].Body != "hello" {
+			t.Errorf("ThreadView queue = %+v, want ctv", tv.Queue)
+		}
+		if got := revs(tv.History); !slices.Equal(got, c.want) {
+			t.Errorf("ThreadView(before %d, limit %d) history = %v, want %v", c.before, c.limit, got, c.want)
+		}
+		if h, _ := s.History(ctx, k, c.before, c.limit); !slices.Equal(revs(h), c.want) {
+			t.Errorf("History(before %d, limit %d) = %v, want %v", c.before, c.limit, revs(h), c.want)
+		}
+	}
+
+	// One writer steps a thread while readers look at it.
+	k2 := engine.ThreadKey{PageID: "100", PSID: "tv2"}
+	th = Step(t, s, nil, k2, states.Bot, nil)
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	reads := make([]int, 2)
+	for r := range reads {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				tv, err := s.ThreadView(ctx, k2, 0, 1)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if len(tv.History) != 1 || tv.History[0].Revision != tv.Thread.Revision {
+					t.Errorf("ThreadView read the thread at revision %d with newest history %v", tv.Thread.Revision, revs(tv.History))
+					return
+				}
+				reads[r]++
+			}
+		}()
+	}
+	for j := range 40 {
+		th = Step(t, s, th, k2, []states.State{states.Agent, states.Bot}[j%2], nil)
+	}
+	close(done)
+	wg.Wait()
+	if reads[0]+reads[1] == 0 {
+		t.Error("no read ran beside the writer")
 	}
 }
