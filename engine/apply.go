@@ -59,7 +59,7 @@ type Input struct {
 	// instance's commit beat: the owner refresh that follows records them.
 	unrecorded []CallRecord
 	accepted   bool      // an accepted webhook event: a transient failure is retried
-	lastCall   time.Time // when threadctl last started a Graph call on the thread, before this event
+	lastCall   time.Time // when threadctl's last Graph call on the thread before this event answered
 	// intent is set once an attempt stored a Graph call's intent: the
 	// event's commit resolves it, even when a retry (after a conflict)
 	// decides no call.
@@ -478,13 +478,16 @@ func (e *Engine) graphCall(ctx context.Context, page Page, psid string, call sta
 		states.CallRelease: func() error { return e.graph.ReleaseThreadControl(ctx, page.ID, psid) },
 		states.CallExtend:  func() error { return e.graph.ExtendThreadControl(ctx, page.ID, psid, e.cfg.ExtendBy) },
 	}
+	key := ThreadKey{PageID: page.ID, PSID: psid}
 	start := e.clock.Now()
-	e.recent.note(ThreadKey{PageID: page.ID, PSID: psid}, start)
+	e.recent.note(key, start)
 	err := fmt.Errorf("unknown call %q", call)
 	if fn, ok := calls[call]; ok {
 		err = fn()
 	}
-	return record(string(call), target, start, e.clock.Now(), err), err
+	end := e.clock.Now()
+	e.recent.note(key, end) // Meta may apply the call at any moment until it answers
+	return record(string(call), target, start, end, err), err
 }
 
 func record(call, target string, start, end time.Time, err error) CallRecord {
@@ -579,7 +582,9 @@ func (e *Engine) refreshOwner(ctx context.Context, key ThreadKey, cause Cause, m
 	start := e.clock.Now()
 	e.recent.note(key, start)
 	owner, expires, err := e.graph.ThreadOwner(ctx, key.PageID, key.PSID)
-	rec := record("thread_owner", "", start, e.clock.Now(), err)
+	end := e.clock.Now()
+	e.recent.note(key, end) // Meta's answer tells the owner at some moment until then
+	rec := record("thread_owner", "", start, end, err)
 	if err != nil {
 		return Result{}, errorf(CodeMeta, err, "asking Meta for the thread's owner")
 	}

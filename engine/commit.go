@@ -78,9 +78,10 @@ func (e *Engine) commit(ctx context.Context, t *Thread, in *Input, page Page, d 
 	case in.Cause == CauseWebhook && !in.MetaTime.IsZero() && in.MetaTime.Add(metaTimeResolution).Before(in.lastCall) &&
 		(next.State != prev.State || slices.ContainsFunc(calls, func(r CallRecord) bool { return r.Outcome == CallOK && r.Call != "thread_owner" })):
 		// A webhook event sent by Meta before threadctl's last Graph call on
-		// the thread, and applied after it (it waited in the inbox behind
-		// the thread's work or a call Meta kept failing, or Meta delivered
-		// it late), changed the thread: it may undo what that call did, or
+		// the thread answered (Meta may apply a call at any moment until
+		// then), and applied after it (it waited in the inbox behind the
+		// thread's work or a call Meta kept failing, or Meta delivered it
+		// late), changed the thread: it may undo what that call did, or
 		// contradict what it saw, at Meta. Ask Meta again. (Meta's clock
 		// and threadctl's are compared: a skew costs an owner check too
 		// many or too few, no more.)

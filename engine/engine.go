@@ -159,7 +159,7 @@ type Engine struct {
 	rechecks sync.Map // ThreadKey → how often Meta did not answer a recheck
 	inbox    inbox    // accepted webhook events waiting, per thread
 
-	recent recentCalls // when Graph calls on each thread last started
+	recent recentCalls // when each thread's last Graph call answered
 
 	bg      chan struct{} // semaphore for background work
 	wg      sync.WaitGroup

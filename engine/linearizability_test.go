@@ -1423,3 +1423,39 @@ func TestStaleWebhookAfterOwnCall(t *testing.T) {
 	// Applied, the event is corrected by the owner recheck it arms.
 	h.want(psid, states.Bot, botID)
 }
+
+// TestStaleWebhookDuringOwnCall: found by the linearizability check. Meta
+// stamped a customer's message while RingCX's release_thread_control was
+// on its way (Meta applied the call 80 ms later, a delay fault); the
+// message waited for the thread and was applied after the release, moving
+// threadctl to agent while Meta had no owner. The stale-event rule compared
+// the message's stamp with when the call started, not when it answered,
+// and armed no recheck. Here: a pass to a bot that Meta holds 400 ms, and a
+// pass to RingCX stamped during it, delivered after the answer.
+func TestStaleWebhookDuringOwnCall(t *testing.T) {
+	h := newHarness(t, harnessOpts{primary: states.PrimaryBot, honorRequests: true})
+	h.customer(psid, "hi")
+	if _, err := h.apply(states.HandoverToAgent, psid, ""); err != nil {
+		t.Fatal(err)
+	}
+	h.want(psid, states.Agent, ringcxID)
+	h.sim.SetFault(sim.Fault{Call: "pass_thread_control", AppID: ringcxID, DelayMS: 400, Count: 1})
+	done := make(chan error, 1)
+	go func() {
+		_, err := h.apply(states.HandoverToBot, psid, botID)
+		done <- err
+	}()
+	time.Sleep(150 * time.Millisecond) // the pass is on its way, not yet applied by Meta
+	stamp := h.now()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	h.want(psid, states.Bot, botID)
+	late := engine.Notice{PageID: pageID, PSID: psid, Channel: engine.ChannelMessaging, Kind: engine.NoticePass, Time: stamp, PrevOwner: botID, NewOwner: ringcxID}
+	if err := h.eng.Receive(ctx, []engine.Notice{late}); err != nil {
+		t.Fatal(err)
+	}
+	h.settle()
+	// Applied, the event is corrected by the owner recheck it arms.
+	h.want(psid, states.Bot, botID)
+}

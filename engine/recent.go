@@ -5,12 +5,13 @@ import (
 	"time"
 )
 
-// recentCalls remembers when threadctl last started a Graph call on each
-// thread (thread-control calls and thread_owner), for one to two minutes:
-// long enough to tell a webhook event that Meta sent before that call —
-// delivered late, or waiting behind the thread's work — from one that
-// follows it. Older calls are forgotten, so memory follows the call rate,
-// not the number of threads.
+// recentCalls remembers when threadctl's last Graph call on each thread
+// (thread-control calls and thread_owner) answered — Meta may apply a call
+// at any moment until then, so that is the latest moment its effect can
+// carry — for one to two minutes: long enough to tell a webhook event that
+// Meta sent before that moment — delivered late, or waiting behind the
+// thread's work — from one that follows it. Older calls are forgotten, so
+// memory follows the call rate, not the number of threads.
 type recentCalls struct {
 	mu        sync.Mutex
 	cur, prev map[ThreadKey]time.Time
@@ -24,7 +25,7 @@ const recentCallsFor = time.Minute
 // (milliseconds): an event stamped within it of a call may follow the call.
 const metaTimeResolution = time.Millisecond
 
-// note records a call on thread k starting at at.
+// note records a call on thread k under way (or answered) at at.
 func (r *recentCalls) note(k ThreadKey, at time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -36,7 +37,7 @@ func (r *recentCalls) note(k ThreadKey, at time.Time) {
 	}
 }
 
-// last returns when the last remembered call on thread k started (zero:
+// last returns the latest moment noted for a call on thread k (zero:
 // none).
 func (r *recentCalls) last(k ThreadKey) time.Time {
 	r.mu.Lock()
