@@ -719,6 +719,9 @@ func TestStaleWebhookBehindARetriedEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "the request to wait in the inbox", func() bool { return eng.Backlog() == 1 })
+	// ...and its first try to have failed: every failure of the fault
+	// spent, so that none is left for the handover below.
+	waitFor(t, "the request's first try to fail", func() bool { return len(env.Sim.Faults()) == 0 })
 	// Before it is tried again, RingCX hands the thread to the bot, which
 	// passes it back at once: its grant waits behind the request. A
 	// handover to the agent finds RingCX in control (Meta refuses the

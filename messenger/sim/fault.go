@@ -161,6 +161,10 @@ func (s *Sim) ClearFaults() {
 	s.faults = nil
 }
 
+// Faults returns the active faults, each with its remaining count and
+// for_ms (as GET /_sim/faults).
+func (s *Sim) Faults() []Fault { return s.faultList() }
+
 // faultList returns copies of the active faults, with their remaining counts and for_ms.
 func (s *Sim) faultList() []Fault {
 	s.mu.Lock()
