@@ -161,12 +161,11 @@ type Engine struct {
 
 	recent recentCalls // when each thread's last Graph call answered
 
-	bg      chan struct{} // semaphore for background work
-	wg      sync.WaitGroup
-	closing chan struct{}
-	ctx     context.Context // background work's: ends when Close begins
-	cancel  context.CancelFunc
-	once    sync.Once
+	bg     chan struct{} // semaphore for background work
+	wg     sync.WaitGroup
+	ctx    context.Context // background work's: ends when Close begins
+	cancel context.CancelFunc
+	once   sync.Once
 }
 
 // New returns an engine; Start loads its state.
@@ -234,7 +233,6 @@ func New(cfg Config) (*Engine, error) {
 		pending:   map[ThreadKey]time.Time{},
 		flushing:  map[ThreadKey]bool{},
 		bg:        make(chan struct{}, cfg.Workers),
-		closing:   make(chan struct{}),
 	}
 	e.ctx, e.cancel = context.WithCancel(context.Background())
 	e.sched = newScheduler(cfg.Clock, e.timerDue, func(after, before time.Time, limit int) ([]Timer, error) {
@@ -309,7 +307,6 @@ func (e *Engine) Start(ctx context.Context) error {
 // Close stops the timers and waits for background work to finish.
 func (e *Engine) Close() {
 	e.once.Do(func() {
-		close(e.closing)
 		e.cancel()
 		e.sched.close()
 		e.wg.Wait()
@@ -517,14 +514,7 @@ func (e *Engine) PendingRequests() (n int, oldest time.Time) {
 }
 
 // isClosing reports whether Close has begun.
-func (e *Engine) isClosing() bool {
-	select {
-	case <-e.closing:
-		return true
-	default:
-		return false
-	}
-}
+func (e *Engine) isClosing() bool { return e.ctx.Err() != nil }
 
 // Now is the engine's clock.
 func (e *Engine) Now() time.Time { return e.clock.Now() }
@@ -546,10 +536,8 @@ func (e *Engine) background(fn func(ctx context.Context)) {
 // spawn runs fn in its own goroutine, with a context that ends when the
 // engine closes (Close waits for it), unless the engine is closing.
 func (e *Engine) spawn(fn func(ctx context.Context)) {
-	select {
-	case <-e.closing:
+	if e.isClosing() {
 		return
-	default:
 	}
 	e.wg.Add(1)
 	go func() {
