@@ -478,15 +478,13 @@ func (e *Engine) graphCall(ctx context.Context, page Page, psid string, call sta
 		states.CallRelease: func() error { return e.graph.ReleaseThreadControl(ctx, page.ID, psid) },
 		states.CallExtend:  func() error { return e.graph.ExtendThreadControl(ctx, page.ID, psid, e.cfg.ExtendBy) },
 	}
-	key := ThreadKey{PageID: page.ID, PSID: psid}
 	start := e.clock.Now()
-	e.recent.note(key, start)
 	err := fmt.Errorf("unknown call %q", call)
 	if fn, ok := calls[call]; ok {
 		err = fn()
 	}
 	end := e.clock.Now()
-	e.recent.note(key, end) // Meta may apply the call at any moment until it answers
+	e.recent.note(ThreadKey{PageID: page.ID, PSID: psid}, end) // Meta may apply the call at any moment until it answers
 	return record(string(call), target, start, end, err), err
 }
 
@@ -580,7 +578,6 @@ func (e *Engine) refreshOwner(ctx context.Context, key ThreadKey, cause Cause, m
 		return Result{}, err
 	}
 	start := e.clock.Now()
-	e.recent.note(key, start)
 	owner, expires, err := e.graph.ThreadOwner(ctx, key.PageID, key.PSID)
 	end := e.clock.Now()
 	e.recent.note(key, end) // Meta's answer tells the owner at some moment until then

@@ -25,7 +25,7 @@ const recentCallsFor = time.Minute
 // (milliseconds): an event stamped within it of a call may follow the call.
 const metaTimeResolution = time.Millisecond
 
-// note records a call on thread k under way (or answered) at at.
+// note records a call on thread k answered at at.
 func (r *recentCalls) note(k ThreadKey, at time.Time) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
