@@ -469,20 +469,22 @@ func (e *Engine) ChangePrimary(ctx context.Context, pageID string, roles map[str
 // Thread returns a thread's record.
 func (e *Engine) Thread(ctx context.Context, key ThreadKey) (Thread, error) {
 	t, err := e.store.Thread(ctx, key)
-	if errors.Is(err, ErrNotFound) {
-		return t, errorf(CodeNotFound, err, "no thread for identity %s on page %s", key.PSID, key.PageID)
-	}
-	return t, storeError(err, "reading thread")
+	return t, readError(err, key)
 }
 
 // ThreadView reads a thread, its queued contents and up to limit history
 // entries before revision before (0: the newest), as of one moment.
 func (e *Engine) ThreadView(ctx context.Context, key ThreadKey, before uint64, limit int) (ThreadView, error) {
 	v, err := e.store.ThreadView(ctx, key, before, limit)
+	return v, readError(err, key)
+}
+
+// readError is the error of a read of thread key: not found, or the store's.
+func readError(err error, key ThreadKey) error {
 	if errors.Is(err, ErrNotFound) {
-		return v, errorf(CodeNotFound, err, "no thread for identity %s on page %s", key.PSID, key.PageID)
+		return errorf(CodeNotFound, err, "no thread for identity %s on page %s", key.PSID, key.PageID)
 	}
-	return v, storeError(err, "reading thread")
+	return storeError(err, "reading thread")
 }
 
 // FindIdentity returns the thread key of a customer's identity_foreign_id.
