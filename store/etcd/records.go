@@ -620,6 +620,18 @@ func (s *Store) TimersBetween(ctx context.Context, after, before time.Time, limi
 // History returns a thread's entries below revision before (0: from the
 // newest), newest first.
 func (s *Store) History(ctx context.Context, k engine.ThreadKey, before uint64, limit int) ([]engine.HistoryEntry, error) {
+	c, cancel := s.ctx(ctx)
+	defer cancel()
+	resp, err := s.cli.Do(c, s.historyOp(k, before, limit))
+	if err != nil {
+		return nil, s.unavailable(err, "reading history")
+	}
+	return decodeHistories(resp.Get().Kvs)
+}
+
+// historyOp reads up to limit (default 20) of a thread's history entries
+// below revision before (0: from the newest), newest first.
+func (s *Store) historyOp(k engine.ThreadKey, before uint64, limit int) clientv3.Op {
 	if limit <= 0 {
 		limit = 20
 	}
@@ -628,14 +640,13 @@ func (s *Store) History(ctx context.Context, k engine.ThreadKey, before uint64, 
 	if before != 0 {
 		end = prefix + hex16(before)
 	}
-	c, cancel := s.ctx(ctx)
-	defer cancel()
-	resp, err := s.cli.Get(c, prefix, clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(limit)))
-	if err != nil {
-		return nil, s.unavailable(err, "reading history")
-	}
-	out := make([]engine.HistoryEntry, 0, len(resp.Kvs))
-	for _, kv := range resp.Kvs {
+	return clientv3.OpGet(prefix, clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(limit)))
+}
+
+// decodeHistories decodes the entries a historyOp read.
+func decodeHistories(kvs []*mvccpb.KeyValue) ([]engine.HistoryEntry, error) {
+	out := make([]engine.HistoryEntry, 0, len(kvs))
+	for _, kv := range kvs {
 		var h engine.HistoryEntry
 		if err := store.DecodeHistory(kv.Value, &h); err != nil {
 			return nil, err
@@ -813,19 +824,11 @@ func (s *Store) ThreadView(ctx context.Context, k engine.ThreadKey, before uint6
 	if err := validKey(k); err != nil {
 		return tv, engine.ErrNotFound
 	}
-	if limit <= 0 {
-		limit = 20
-	}
-	hist := s.key("history", tk(k)) + "/"
-	end := clientv3.GetPrefixRangeEnd(hist)
-	if before != 0 {
-		end = hist + hex16(before)
-	}
 	c, cancel := s.ctx(ctx)
 	resp, err := s.cli.Txn(c).Then(
 		clientv3.OpGet(s.threadKey(k)),
 		clientv3.OpGet(s.key("queue", tk(k))+"/", clientv3.WithPrefix()),
-		clientv3.OpGet(hist, clientv3.WithRange(end), clientv3.WithSort(clientv3.SortByKey, clientv3.SortDescend), clientv3.WithLimit(int64(limit))),
+		s.historyOp(k, before, limit),
 	).Commit()
 	cancel()
 	if err != nil {
@@ -842,14 +845,8 @@ func (s *Store) ThreadView(ctx context.Context, k engine.ThreadKey, before uint6
 	if tv.Queue, err = s.queuedContents(ctx, resp.Responses[1].GetResponseRange().Kvs, clientv3.WithRev(resp.Header.Revision)); err != nil {
 		return tv, err
 	}
-	for _, kv := range resp.Responses[2].GetResponseRange().Kvs {
-		var h engine.HistoryEntry
-		if err := store.DecodeHistory(kv.Value, &h); err != nil {
-			return tv, err
-		}
-		tv.History = append(tv.History, h)
-	}
-	return tv, nil
+	tv.History, err = decodeHistories(resp.Responses[2].GetResponseRange().Kvs)
+	return tv, err
 }
 
 // queuedThreads lists the threads with queued contents.
