@@ -1403,25 +1403,14 @@ func TestLostAnswerThenRefusedRetry(t *testing.T) {
 // owner recheck, whether it waited in the inbox or, as here (handed to the
 // engine directly), Meta delivered it late.
 func TestStaleWebhookAfterOwnCall(t *testing.T) {
-	h := newHarness(t, harnessOpts{primary: states.PrimaryBot, honorRequests: true})
-	h.customer(psid, "hi")
-	if _, err := h.apply(states.HandoverToAgent, psid, ""); err != nil {
-		t.Fatal(err)
-	}
-	h.want(psid, states.Agent, ringcxID)
-	stamp := h.now() // Meta stamps a pass to RingCX (its webhook is late)
-	time.Sleep(10 * time.Millisecond)
-	if _, err := h.apply(states.HandoverToBot, psid, botID); err != nil {
-		t.Fatal(err)
-	}
-	h.want(psid, states.Bot, botID)
-	late := engine.Notice{PageID: pageID, PSID: psid, Channel: engine.ChannelMessaging, Kind: engine.NoticePass, Time: stamp, PrevOwner: botID, NewOwner: ringcxID}
-	if err := h.eng.Receive(ctx, []engine.Notice{late}); err != nil {
-		t.Fatal(err)
-	}
-	h.settle()
-	// Applied, the event is corrected by the owner recheck it arms.
-	h.want(psid, states.Bot, botID)
+	latePassToRingCX(t, func(h *harness) time.Time {
+		stamp := h.now() // Meta stamps a pass to RingCX (its webhook is late)
+		time.Sleep(10 * time.Millisecond)
+		if _, err := h.apply(states.HandoverToBot, psid, botID); err != nil {
+			t.Fatal(err)
+		}
+		return stamp
+	})
 }
 
 // TestStaleWebhookDuringOwnCall: found by the linearizability check. Meta
@@ -1433,29 +1422,40 @@ func TestStaleWebhookAfterOwnCall(t *testing.T) {
 // and armed no recheck. Here: a pass to a bot that Meta holds 400 ms, and a
 // pass to RingCX stamped during it, delivered after the answer.
 func TestStaleWebhookDuringOwnCall(t *testing.T) {
+	latePassToRingCX(t, func(h *harness) time.Time {
+		h.sim.SetFault(sim.Fault{Call: "pass_thread_control", AppID: ringcxID, DelayMS: 400, Count: 1})
+		done := make(chan error, 1)
+		go func() {
+			_, err := h.apply(states.HandoverToBot, psid, botID)
+			done <- err
+		}()
+		time.Sleep(150 * time.Millisecond) // the pass is on its way, not yet applied by Meta
+		stamp := h.now()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		return stamp
+	})
+}
+
+// latePassToRingCX hands a thread the agent holds to a bot with handToBot,
+// which returns when Meta stamped a pass to RingCX; that pass's webhook is
+// delivered after the handover. Applied last, it must be corrected by the
+// owner recheck it arms: the thread ends with the bot, at Meta and in
+// threadctl.
+func latePassToRingCX(t *testing.T, handToBot func(h *harness) time.Time) {
 	h := newHarness(t, harnessOpts{primary: states.PrimaryBot, honorRequests: true})
 	h.customer(psid, "hi")
 	if _, err := h.apply(states.HandoverToAgent, psid, ""); err != nil {
 		t.Fatal(err)
 	}
 	h.want(psid, states.Agent, ringcxID)
-	h.sim.SetFault(sim.Fault{Call: "pass_thread_control", AppID: ringcxID, DelayMS: 400, Count: 1})
-	done := make(chan error, 1)
-	go func() {
-		_, err := h.apply(states.HandoverToBot, psid, botID)
-		done <- err
-	}()
-	time.Sleep(150 * time.Millisecond) // the pass is on its way, not yet applied by Meta
-	stamp := h.now()
-	if err := <-done; err != nil {
-		t.Fatal(err)
-	}
+	stamp := handToBot(h)
 	h.want(psid, states.Bot, botID)
 	late := engine.Notice{PageID: pageID, PSID: psid, Channel: engine.ChannelMessaging, Kind: engine.NoticePass, Time: stamp, PrevOwner: botID, NewOwner: ringcxID}
 	if err := h.eng.Receive(ctx, []engine.Notice{late}); err != nil {
 		t.Fatal(err)
 	}
 	h.settle()
-	// Applied, the event is corrected by the owner recheck it arms.
 	h.want(psid, states.Bot, botID)
 }
