@@ -242,7 +242,6 @@ type write struct {
 // those of the commits before it in the same batch) and records them.
 type rw struct {
 	view   *view
-	batch  *layer // the batch's changes so far (the view's newest layer)
 	writes []write
 }
 
